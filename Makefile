@@ -1,0 +1,39 @@
+# The targets people expect; every one creates or refreshes .venv when it has to.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := all,dev
+PY_SOURCES := servicekit gateway medimg_cli tests protos/generate.py
+
+.PHONY: help venv run test unit lint format protos bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+venv: ## create or refresh .venv (stamp keyed on pyproject.toml)
+	@scripts/ensure_venv.sh $(EXTRAS)
+
+run: venv ## start the whole stack on embedded defaults (gateway on 127.0.0.1:50051)
+	$(BIN)/medimg up
+
+test: venv lint ## lint, then run every test
+	$(BIN)/python -m pytest
+
+lint: venv ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy $(PY_SOURCES)
+
+format: venv ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+	$(BIN)/ruff format $(PY_SOURCES)
+
+protos: venv ## regenerate protos/medimg/v1/*_pb2*.py from the .proto files
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python protos/generate.py
+
+bench: venv ## gateway overhead: throughput and latency via the gateway vs direct
+	$(BIN)/python -m tests.bench.gateway_bench
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

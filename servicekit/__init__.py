@@ -1,0 +1,1 @@
+"""Shared foundation of every medimg gRPC service: bootstrap, interceptors, batcher, backends."""

@@ -1,0 +1,109 @@
+"""Domain exceptions shared by every service; each names its gRPC status code once."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MedimgError(Exception):
+    """Base of every error a caller should see; anything else is an internal error.
+
+    `code` is the name of a gRPC status code (`grpc.StatusCode[code]`) and `reason`
+    a stable machine-readable cause sent as `google.rpc.ErrorInfo`. This module
+    imports neither grpc nor django so that domain code stays free of transports.
+    Messages tell the caller what to fix and never carry patient data or paths.
+    """
+
+    code: ClassVar[str] = "INTERNAL"
+    reason: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason  # type: ignore[misc]  # per-instance refinement of the class default
+
+
+class InvalidArgument(MedimgError):
+    """The request itself is wrong; sending it again will not help."""
+
+    code = "INVALID_ARGUMENT"
+    reason = "INVALID_ARGUMENT"
+
+
+class InvalidImage(InvalidArgument):
+    """An uploaded image is empty, unreadable, truncated, too large or of a refused type."""
+
+    reason = "IMAGE_INVALID"
+
+
+class InvalidSeries(InvalidArgument):
+    """An uploaded DICOM series is malformed, unsafe or incomplete."""
+
+    reason = "SERIES_INVALID"
+
+
+class NotFound(MedimgError):
+    """A named thing does not exist."""
+
+    code = "NOT_FOUND"
+    reason = "NOT_FOUND"
+
+
+class UnknownDisease(NotFound):
+    """No service is registered for the requested disease."""
+
+    reason = "DISEASE_UNKNOWN"
+
+
+class JobNotFound(NotFound):
+    """No job has the requested name."""
+
+    reason = "JOB_NOT_FOUND"
+
+
+class QueueFull(MedimgError):
+    """The service is saturated; the caller should back off and retry."""
+
+    code = "RESOURCE_EXHAUSTED"
+    reason = "QUEUE_FULL"
+
+
+class Unavailable(MedimgError):
+    """The service cannot answer now; retrying later may succeed."""
+
+    code = "UNAVAILABLE"
+    reason = "UNAVAILABLE"
+
+
+class ModelNotReady(Unavailable):
+    """The model has not finished loading or warming up."""
+
+    reason = "MODEL_NOT_READY"
+
+
+class BackendUnavailable(Unavailable):
+    """The model server behind the service cannot be reached."""
+
+    reason = "BACKEND_UNAVAILABLE"
+
+
+class BackendTimeout(MedimgError):
+    """The model did not answer within the caller's deadline."""
+
+    code = "DEADLINE_EXCEEDED"
+    reason = "BACKEND_TIMEOUT"
+
+
+class Unauthenticated(MedimgError):
+    """The caller sent no credentials or wrong ones."""
+
+    code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(MedimgError):
+    """The caller is known but not allowed to do this."""
+
+    code = "PERMISSION_DENIED"
+    reason = "PERMISSION_DENIED"
