@@ -213,7 +213,7 @@ class BatcherSettings:
         return cls(
             max_batch_size=env_int(env, f"{prefix}BATCH_MAX_SIZE", 16, minimum=1, maximum=1024),
             max_wait_ms=env_float(
-                env, f"{prefix}BATCH_MAX_WAIT_MS", 2.0, minimum=0.0, maximum=1000.0
+                env, f"{prefix}BATCH_MAX_WAIT_MS", 0.0, minimum=0.0, maximum=1000.0
             ),
             max_queue_size=env_int(env, f"{prefix}QUEUE_MAX_SIZE", 256, minimum=1, maximum=100_000),
         )

@@ -49,8 +49,10 @@ def test_every_element_of_the_contracts_is_commented() -> None:
         for number, line in enumerate(lines):
             stripped = line.strip()
             declares = stripped.startswith(("service ", "rpc ", "message ", "enum ", "oneof "))
-            is_field = stripped.endswith(";") and "=" in stripped and not stripped.startswith(
-                ("syntax", "package", "option", "import", "reserved")
+            is_field = (
+                stripped.endswith(";")
+                and "=" in stripped
+                and not stripped.startswith(("syntax", "package", "option", "import", "reserved"))
             )
             if (declares or is_field) and not lines[number - 1].strip().startswith("//"):
                 uncommented.append(f"{proto.name}:{number + 1}: {stripped}")

@@ -1,0 +1,260 @@
+"""Routes from disease names to upstream services: parsing, validation, merging, persistence."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+from gateway.errors import RouteNotRemovable
+from servicekit.errors import UnknownDisease
+
+DISEASE_RULE = (
+    "lower-case letters, digits and dashes, starting with a letter, at most 63 characters"
+)
+_DISEASE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+_ROUTE_KEYS = frozenset({"disease", "kind", "addresses"})
+
+
+class RouteError(ValueError):
+    """A route is malformed; callers prefix the message with where it came from."""
+
+
+class RouteKind(StrEnum):
+    """Contract an upstream serves, which decides the calls it can take."""
+
+    IMAGE = "image"
+    SERIES = "series"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the calls for one disease go: its contract and its replica addresses."""
+
+    disease: str
+    kind: RouteKind
+    addresses: tuple[str, ...]
+
+
+def validate_disease(disease: str) -> str:
+    """Returns the disease name, or raises RouteError when it breaks the naming rule."""
+    if not _DISEASE.fullmatch(disease):
+        raise RouteError(f"disease {disease!r} must be {DISEASE_RULE}")
+    return disease
+
+
+def validate_address(address: str) -> str:
+    """Returns a "host:port" address, or raises RouteError naming what is wrong with it."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not host:
+        raise RouteError(f"address {address!r} must be host:port")
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise RouteError(f"address {address!r} needs a port between 1 and 65535")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise RouteError(f"address {address!r} has an invalid IPv6 host") from None
+    elif len(host) > 253 or not _HOSTNAME.fullmatch(host):
+        raise RouteError(f"address {address!r} has an invalid host (IPv6 goes in brackets)")
+    return address
+
+
+def parse_kind(kind: str) -> RouteKind:
+    """Returns the kind named by text ("image" or "series")."""
+    try:
+        return RouteKind(kind)
+    except ValueError:
+        raise RouteError(f"kind {kind!r} must be one of: image, series") from None
+
+
+def make_route(disease: str, kind: RouteKind | str, addresses: Iterable[str]) -> Route:
+    """Returns a validated route; raises RouteError for a bad name, kind or address list."""
+    validate_disease(disease)
+    route_kind = kind if isinstance(kind, RouteKind) else parse_kind(kind)
+    checked = tuple(validate_address(address) for address in addresses)
+    if not checked:
+        raise RouteError(f"disease {disease!r} needs at least one address")
+    if len(set(checked)) != len(checked):
+        raise RouteError(f"disease {disease!r} lists the same address twice")
+    return Route(disease=disease, kind=route_kind, addresses=checked)
+
+
+def parse_routes_spec(spec: str) -> dict[str, Route]:
+    """Parses "skin=image@h1:p1,h2:p2;mri=series@h3:p3" into routes keyed by disease."""
+    routes: dict[str, Route] = {}
+    for part in (piece.strip() for piece in spec.split(";")):
+        if not part:
+            continue
+        disease, equals, target = part.partition("=")
+        kind, at, addresses = target.partition("@")
+        if not equals or not at:
+            raise RouteError(f"{part!r} must look like disease=kind@host:port[,host:port...]")
+        route = make_route(
+            disease.strip(),
+            kind.strip(),
+            (address.strip() for address in addresses.split(",") if address.strip()),
+        )
+        _add_unique(routes, route)
+    return routes
+
+
+def parse_routes_document(document: object) -> dict[str, Route]:
+    """Parses a loaded registry document, {"models": [{disease, kind, addresses}, ...]}."""
+    if document is None:
+        return {}
+    if not isinstance(document, dict) or set(document) - {"models"}:
+        raise RouteError("expected a mapping with one key, 'models', holding a list")
+    models = document.get("models") or []
+    if not isinstance(models, list):
+        raise RouteError("'models' must be a list")
+    routes: dict[str, Route] = {}
+    for index, item in enumerate(models):
+        try:
+            _add_unique(routes, _route_from_item(item))
+        except RouteError as exc:
+            raise RouteError(f"models[{index}]: {exc}") from None
+    return routes
+
+
+def load_registry_file(path: Path) -> dict[str, Route]:
+    """Reads a YAML registry file; raises RouteError when it cannot be read or is malformed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteError(f"cannot read the file ({exc})") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RouteError(f"not valid YAML ({exc})") from None
+    return parse_routes_document(document)
+
+
+def dump_routes(routes: Iterable[Route]) -> str:
+    """Returns routes as the JSON document parse_routes_document reads back."""
+    models = [
+        {"disease": route.disease, "kind": route.kind.value, "addresses": list(route.addresses)}
+        for route in sorted(routes, key=lambda route: route.disease)
+    ]
+    return json.dumps({"models": models}, indent=2) + "\n"
+
+
+def _route_from_item(item: object) -> Route:
+    if not isinstance(item, dict):
+        raise RouteError("must be a mapping with disease, kind and addresses")
+    unknown = set(item) - _ROUTE_KEYS
+    if unknown:
+        raise RouteError(f"unknown keys {sorted(map(str, unknown))}; use disease, kind, addresses")
+    disease, kind, addresses = item.get("disease"), item.get("kind"), item.get("addresses")
+    if not isinstance(disease, str):
+        raise RouteError("'disease' must be a string")
+    if not isinstance(kind, str):
+        raise RouteError(f"disease {disease!r}: 'kind' must be image or series")
+    if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+        raise RouteError(f"disease {disease!r}: 'addresses' must be a list of host:port strings")
+    return make_route(disease, kind, addresses)
+
+
+def _add_unique(routes: dict[str, Route], route: Route) -> None:
+    if route.disease in routes:
+        raise RouteError(f"disease {route.disease!r} is listed twice")
+    routes[route.disease] = route
+
+
+class StateStore:
+    """The file that keeps routes added at run time across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Route]:
+        """Returns the saved routes, none when the file does not exist yet."""
+        if not self.path.exists():
+            return {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+            return parse_routes_document(json.loads(text))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RouteError(f"cannot read the file ({exc})") from None
+
+    def save(self, routes: Iterable[Route]) -> None:
+        """Replaces the file atomically, so a crash leaves the old or the new routes, whole."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(prefix=".routes-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(dump_routes(routes))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp_name, self.path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+
+
+class RouteTable:
+    """The routes in force: configured ones (file, then env) overridden by runtime ones.
+
+    Runtime routes win so that RegisterModel can replace a configured route; removing
+    the runtime route brings the configured one back. Configured routes cannot be
+    removed at run time (FAILED_PRECONDITION): their source is the deployment's config.
+    """
+
+    def __init__(self, configured: Mapping[str, Route], store: StateStore) -> None:
+        self._configured = dict(configured)
+        self._store = store
+        self._runtime = store.load()
+        self._effective = {**self._configured, **self._runtime}
+
+    def get(self, disease: str) -> Route | None:
+        """Returns the route of a disease, None when the disease is not routed."""
+        return self._effective.get(disease)
+
+    def routes(self) -> list[Route]:
+        """Returns every route in force, sorted by disease."""
+        return [self._effective[name] for name in sorted(self._effective)]
+
+    def diseases(self, kind: RouteKind | None = None) -> list[str]:
+        """Returns the routed disease names, of one kind when given, sorted."""
+        return sorted(r.disease for r in self._effective.values() if kind in (None, r.kind))
+
+    def is_runtime(self, disease: str) -> bool:
+        """Returns True when the disease's route was added at run time."""
+        return disease in self._runtime
+
+    def register(self, route: Route) -> None:
+        """Adds or replaces a runtime route, saved before it takes effect."""
+        runtime = {**self._runtime, route.disease: route}
+        self._store.save(runtime.values())
+        self._apply(runtime)
+
+    def unregister(self, disease: str) -> None:
+        """Removes a runtime route; raises UnknownDisease or RouteNotRemovable."""
+        if disease not in self._runtime:
+            if disease in self._configured:
+                raise RouteNotRemovable(
+                    f"the route of {disease!r} comes from the gateway's configuration "
+                    "(GATEWAY_REGISTRY_FILE or GATEWAY_ROUTES); change it there"
+                )
+            raise UnknownDisease(
+                f"no route was registered for {disease!r}; runtime routes: "
+                f"{', '.join(sorted(self._runtime)) or 'none'}"
+            )
+        runtime = {name: r for name, r in self._runtime.items() if name != disease}
+        self._store.save(runtime.values())
+        self._apply(runtime)
+
+    def _apply(self, runtime: dict[str, Route]) -> None:
+        # One assignment each, so a reader on the event loop never sees a half-made table.
+        self._runtime = runtime
+        self._effective = {**self._configured, **runtime}

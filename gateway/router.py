@@ -1,0 +1,155 @@
+"""The gateway's core: which route serves a call, runtime (un)registration, admin check."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+
+from gateway.catalog import ModelCatalog
+from gateway.errors import StateNotWritable, WrongModelKind
+from gateway.registry import (
+    DISEASE_RULE,
+    Route,
+    RouteError,
+    RouteKind,
+    RouteTable,
+    StateStore,
+    validate_disease,
+)
+from gateway.settings import GatewaySettings
+from gateway.upstream import ChannelPool, Metadata, Upstream
+from servicekit.errors import InvalidArgument, Unauthenticated, UnknownDisease
+from servicekit.request_context import outgoing_metadata
+from servicekit.settings import SettingsError
+
+logger = logging.getLogger(__name__)
+
+_SERVICE_OF_KIND = {
+    RouteKind.IMAGE: "DiagnosisService",
+    RouteKind.SERIES: "SeriesAnalysisService",
+}
+
+
+def check_admin(expected_token: str | None, authorization: str | None) -> None:
+    """Lets the call through when no token is configured or it carries "Bearer <token>".
+
+    Raises:
+        Unauthenticated: the token is missing or wrong.
+    """
+    if expected_token is None:
+        return
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("this call needs metadata 'authorization: Bearer <admin token>'")
+    if not hmac.compare_digest(token.strip().encode(), expected_token.encode()):
+        raise Unauthenticated("the admin token is not valid")
+
+
+class Router:
+    """Holds the routes, the upstream channels and the model catalog of one gateway.
+
+    It is also the server's lifecycle: `stop` closes the upstream channels.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        metadata: Callable[[], Metadata] = outgoing_metadata,
+    ) -> None:
+        """Loads the runtime routes; raises SettingsError when their file is unreadable."""
+        self.settings = settings
+        store = StateStore(settings.state_file)
+        try:
+            self.table = RouteTable(settings.routes, store)
+        except RouteError as exc:
+            raise SettingsError(
+                f"GATEWAY_STATE_DIR: the saved routes in {str(store.path)!r} are unusable: {exc}"
+            ) from None
+        self.pool = ChannelPool(
+            max_message_bytes=settings.server.max_message_bytes, tls=settings.upstream_tls
+        )
+        self.upstream = Upstream(self.pool, settings.retry, metadata)
+        self.catalog = ModelCatalog(
+            self.upstream, ttl_s=settings.model_info_ttl_s, timeout_s=settings.model_info_timeout_s
+        )
+        self._changes = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Logs the routes in force; channels open on first use, so nothing waits here."""
+        for route in self.table.routes():
+            origin = "runtime" if self.table.is_runtime(route.disease) else "configured"
+            logger.info(
+                "route %s (%s, %s) -> %s",
+                route.disease,
+                route.kind.value,
+                origin,
+                ", ".join(route.addresses),
+            )
+        if not self.table.routes():
+            logger.warning("no routes: set GATEWAY_ROUTES or GATEWAY_REGISTRY_FILE")
+
+    async def stop(self) -> None:
+        """Closes the upstream channels."""
+        await self.pool.close()
+
+    def route(self, disease: str, kind: RouteKind) -> Route:
+        """Returns the route serving disease with the contract of kind.
+
+        Raises:
+            InvalidArgument: the disease is empty or not a valid name.
+            UnknownDisease: no route of that kind serves the disease.
+        """
+        route = self.table.get(disease)
+        if route is not None and route.kind is kind:
+            return route
+        if not disease:
+            raise InvalidArgument(f"disease is required; {self._known(kind)}")
+        if route is not None:
+            raise WrongModelKind(
+                f"disease {disease!r} is a {route.kind.value} model: call "
+                f"medimg.v1.{_SERVICE_OF_KIND[route.kind]} for it; {self._known(kind)}"
+            )
+        try:
+            validate_disease(disease)
+        except RouteError:
+            raise InvalidArgument(f"disease must be {DISEASE_RULE}") from None
+        raise UnknownDisease(f"no model is registered for disease {disease!r}; {self._known(kind)}")
+
+    async def register(self, route: Route) -> None:
+        """Adds or replaces a runtime route, saved before it takes effect."""
+        async with self._changes:
+            try:
+                await asyncio.to_thread(self.table.register, route)
+            except OSError as exc:
+                logger.error("cannot save routes to %s: %s", self.settings.state_file, exc)
+                raise StateNotWritable(
+                    "the gateway cannot save routes; give it a writable GATEWAY_STATE_DIR"
+                ) from None
+            self._release_unused_channels()
+        logger.info(
+            "registered %s (%s) -> %s", route.disease, route.kind.value, ", ".join(route.addresses)
+        )
+
+    async def unregister(self, disease: str) -> None:
+        """Removes a runtime route; raises UnknownDisease or RouteNotRemovable."""
+        async with self._changes:
+            try:
+                await asyncio.to_thread(self.table.unregister, disease)
+            except OSError as exc:
+                logger.error("cannot save routes to %s: %s", self.settings.state_file, exc)
+                raise StateNotWritable(
+                    "the gateway cannot save routes; give it a writable GATEWAY_STATE_DIR"
+                ) from None
+            self._release_unused_channels()
+        logger.info("unregistered %s", disease)
+
+    def _release_unused_channels(self) -> None:
+        in_use = {address for route in self.table.routes() for address in route.addresses}
+        self.pool.retain(in_use, grace_s=self.settings.max_deadline_s)
+
+    def _known(self, kind: RouteKind) -> str:
+        names = self.table.diseases(kind)
+        return f"known {kind.value} diseases: {', '.join(names) if names else 'none'}"

@@ -1,0 +1,1 @@
+"""Unit and in-process tests of the gateway."""

@@ -1,0 +1,1 @@
+"""The `medimg` command line: runs the stack on one machine and calls its gateway."""

@@ -1,0 +1,276 @@
+"""The `medimg` command: start the stack, run one component, call the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from medimg_cli import components, ports, stack
+from medimg_cli.supervisor import LinePrinter, Outcome, Supervisor, colour_wanted
+from servicekit.settings import SettingsError
+
+DEFAULT_TIMEOUT_S = 30.0
+# How long `up` waits for every port to accept connections before it stops saying so.
+_READY_WAIT_S = 300.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line argv (sys.argv[1:] when None) and returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        # Ctrl-C outside `up`'s supervision (a call in flight, a port check): no traceback.
+        return 130
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="medimg",
+        description="Runs the medimg stack and calls its gateway.",
+    )
+    gateway_help = "gateway address host:port (default: $MEDIMG_GATEWAY or 127.0.0.1:50051)"
+    parser.add_argument("--gateway", metavar="ADDR", help=gateway_help)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        help="start the gateway, every service and the web tier, and keep them running",
+        description="Starts every installed component on 127.0.0.1, restarts one that dies, "
+        "and stops them all on Ctrl-C or SIGTERM. Each component's port comes from its "
+        "flag, else its {PREFIX}PORT variable, else its default moved by --port-offset.",
+    )
+    up.add_argument("--gateway-port", type=_port, metavar="PORT", help="gateway port (50051)")
+    up.add_argument("--web-port", type=_port, metavar="PORT", help="web port (8000)")
+    up.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N to every default port, to run a second stack beside the first",
+    )
+    up.add_argument(
+        "--only",
+        type=_names,
+        metavar="NAMES",
+        help=f"start only these components, comma-separated ({','.join(components.BY_NAME)})",
+    )
+    up.set_defaults(run=run_up)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run one component in the foreground",
+        description="Replaces this process with one component, configured by its env vars.",
+    )
+    serve.add_argument("name", choices=list(components.BY_NAME), help="component to run")
+    serve.add_argument("--port", type=_port, help="its port (sets {PREFIX}PORT)")
+    serve.set_defaults(run=run_serve)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="diagnose image files through the gateway",
+        description="Sends each file to the gateway's Diagnose and prints one row per file.",
+    )
+    diagnose.add_argument("--disease", required=True, help="disease to diagnose, such as skin")
+    diagnose.add_argument("files", nargs="+", type=Path, metavar="FILE", help="JPEG or PNG image")
+    _add_call_options(diagnose, gateway_help)
+    diagnose.set_defaults(run=run_diagnose)
+
+    models = commands.add_parser(
+        "models",
+        help="list the diseases and models the gateway routes to",
+        description="Calls the gateway's ModelRegistry.ListModels and prints one row per disease.",
+    )
+    _add_call_options(models, gateway_help)
+    models.set_defaults(run=run_models)
+    return parser
+
+
+def _add_call_options(parser: argparse.ArgumentParser, gateway_help: str) -> None:
+    # SUPPRESS keeps a --gateway given before the subcommand from being reset to None here.
+    parser.add_argument("--gateway", metavar="ADDR", default=argparse.SUPPRESS, help=gateway_help)
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"deadline of each call (default: {DEFAULT_TIMEOUT_S:g})",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"ports go from 1 to 65535 (0: any free one), got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _fail(command: str, message: str, code: int = 1) -> int:
+    first, *rest = message.splitlines() or [""]
+    print(f"medimg {command}: error: {first}", file=sys.stderr)
+    for line in rest:
+        print(f"  {line}", file=sys.stderr)
+    return code
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Starts the installed components and supervises them until Ctrl-C or SIGTERM."""
+    env = dict(os.environ)
+    try:
+        present, skipped = stack.choose_components(args.only, components.Component.is_installed)
+        overrides = {
+            name: port
+            for name, port in (("gateway", args.gateway_port), ("web", args.web_port))
+            if port is not None
+        }
+        planned = ports.plan_ports(present, env, offset=args.port_offset, overrides=overrides)
+    except (stack.PlanError, ports.PortError, SettingsError) as exc:
+        return _fail("up", str(exc))
+    printer = LinePrinter(
+        sys.stdout, [c.name for c in present], colour=colour_wanted(sys.stdout, env)
+    )
+    for component in skipped:
+        printer.say(f"{component.name}: not installed in this checkout, skipped")
+    if not present:
+        return _fail("up", "nothing to start: no component is installed in this checkout")
+    try:
+        planned = ports.resolve_free_ports(planned, components.LOOPBACK)
+        hints = {c.name: stack.port_hint(c) for c in present}
+        ports.check_ports_free(components.LOOPBACK, planned, hints)
+    except ports.PortError as exc:
+        return _fail("up", str(exc))
+    state_dir = Path.cwd() / "var" / "gateway"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    specs = stack.child_specs(present, planned, base=env, state_dir=state_dir)
+    printer.say(f"starting {', '.join(spec.name for spec in specs)} (Ctrl-C stops everything)")
+    outcome = asyncio.run(_supervise(Supervisor(specs, printer), printer, planned))
+    if not outcome.clean:
+        return _fail("up", f"stopped because {outcome.gave_up_on} kept failing; see above")
+    printer.say("stopped")
+    return 0
+
+
+async def _supervise(
+    supervisor: Supervisor, printer: LinePrinter, planned: Mapping[str, int]
+) -> Outcome:
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        printer.say("stopping (press Ctrl-C again to kill everything now)")
+        supervisor.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal)
+    announce = asyncio.create_task(_announce_when_listening(printer, planned))
+    try:
+        return await supervisor.run()
+    finally:
+        announce.cancel()
+
+
+async def _announce_when_listening(printer: LinePrinter, planned: Mapping[str, int]) -> None:
+    """Says where each component is once its port accepts connections, so it can be used."""
+
+    async def announce(name: str, port: int) -> None:
+        if await ports.wait_until_listening(components.LOOPBACK, port, timeout_s=_READY_WAIT_S):
+            printer.say(stack.where_line(name, port))
+
+    await asyncio.gather(*(announce(name, port) for name, port in planned.items()))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Replaces this process with one component; returns only when it cannot start."""
+    component = components.BY_NAME[args.name]
+    if not component.is_installed():
+        return _fail("serve", f"{component.name} is not installed in this checkout")
+    overrides = {component.name: args.port} if args.port is not None else {}
+    try:
+        planned = ports.plan_ports({component, components.GATEWAY}, os.environ, overrides=overrides)
+    except (ports.PortError, SettingsError) as exc:
+        return _fail("serve", str(exc))
+    launch = component.launch(component, planned)
+    # What the caller set by hand wins over what serve would derive.
+    env = {**launch.env, **os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.port is not None:
+        env[component.port_variable] = str(args.port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(launch.argv[0], list(launch.argv), env)
+    except OSError as exc:
+        return _fail("serve", f"cannot run {' '.join(launch.argv)}: {exc.strerror}")
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    """Diagnoses each file through the gateway and prints the table."""
+    from medimg_cli import client  # grpc loads only for the commands that call it
+
+    problems = client.unreadable_files(args.files)
+    if problems:
+        return _fail("diagnose", "\n".join(problems), code=2)
+    address = client.gateway_address(args.gateway, os.environ)
+    results = []
+    try:
+        for path, response in client.diagnose_files(
+            address, args.disease, args.files, timeout_s=args.timeout
+        ):
+            results.append((str(path), response))
+    except client.CallFailed as failure:
+        # The files before the failing one were diagnosed; show them rather than lose them.
+        if results:
+            print(client.format_diagnoses(results))
+        failed = args.files[len(results)]
+        message = client.describe_failure(
+            failure, subject=str(failed), address=address, timeout_s=args.timeout
+        )
+        return _fail("diagnose", message, code=failure.exit_code)
+    print(client.format_diagnoses(results))
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Prints the diseases and models the gateway routes to."""
+    from medimg_cli import client
+
+    address = client.gateway_address(args.gateway, os.environ)
+    try:
+        models = client.list_models(address, timeout_s=args.timeout)
+    except client.CallFailed as failure:
+        message = client.describe_failure(
+            failure, subject="ListModels", address=address, timeout_s=args.timeout
+        )
+        return _fail("models", message, code=failure.exit_code)
+    print(client.format_models(models))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

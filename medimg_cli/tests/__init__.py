@@ -1,0 +1,1 @@
+"""Tests of the medimg command line."""

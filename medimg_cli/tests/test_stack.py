@@ -1,0 +1,130 @@
+"""Tests of what `medimg up` starts and the environment it gives each child."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from medimg_cli.components import (
+    BY_NAME,
+    COMPONENTS,
+    GATEWAY,
+    MRI,
+    SKIN,
+    TRAINER,
+    WEB,
+    Component,
+    ServiceKind,
+    module_has_main,
+)
+from medimg_cli.stack import (
+    PlanError,
+    child_environment,
+    child_specs,
+    choose_components,
+    port_hint,
+    stop_grace,
+    where_line,
+)
+
+ALL_PORTS = {"skin": 50061, "mri": 50062, "trainer": 50063, "gateway": 50051, "web": 8000}
+STATE_DIR = Path("/srv/medimg/var/gateway")
+
+
+def only_gateway(component: Component) -> bool:
+    return component is GATEWAY
+
+
+def test_the_table_holds_every_component_with_its_prefix_port_and_kind() -> None:
+    rows = [(c.name, c.module, c.env_prefix, c.default_port, c.kind) for c in COMPONENTS]
+    assert rows == [
+        ("skin", "skin_service", "SKIN_", 50061, ServiceKind.IMAGE),
+        ("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES),
+        ("trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.IMAGE),
+        ("gateway", "gateway", "GATEWAY_", 50051, None),
+        ("web", "web", "WEB_", 8000, None),
+    ]
+
+
+def test_it_starts_what_is_installed_and_skips_the_rest() -> None:
+    present, skipped = choose_components(None, only_gateway)
+    assert present == [GATEWAY]
+    assert skipped == [SKIN, MRI, TRAINER, WEB]
+
+
+def test_only_narrows_the_components() -> None:
+    present, skipped = choose_components(["gateway", "web"], only_gateway)
+    assert present == [GATEWAY]
+    assert skipped == [WEB]
+
+
+def test_it_refuses_an_unknown_component() -> None:
+    with pytest.raises(PlanError, match="unknown component lung; choose from skin, mri"):
+        choose_components(["lung"], only_gateway)
+
+
+def test_the_gateway_gets_the_routes_of_the_started_services_and_its_state_dir() -> None:
+    env = child_environment(GATEWAY, ALL_PORTS, base={"HOME": "/root"}, state_dir=STATE_DIR)
+    assert env["GATEWAY_ROUTES"] == (
+        "skin=image@127.0.0.1:50061;mri=series@127.0.0.1:50062;trainer=image@127.0.0.1:50063"
+    )
+    assert env["GATEWAY_STATE_DIR"] == str(STATE_DIR)
+    assert env["GATEWAY_PORT"] == "50051"
+    assert env["GATEWAY_HOST"] == "127.0.0.1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["HOME"] == "/root"
+
+
+def test_the_gateway_alone_gets_no_routes() -> None:
+    env = child_environment(GATEWAY, {"gateway": 50051}, base={}, state_dir=STATE_DIR)
+    assert env["GATEWAY_ROUTES"] == ""
+
+
+def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
+    base = {"SKIN_LOG_LEVEL": "DEBUG", "SKIN_PORT": "1"}
+    env = child_environment(SKIN, ALL_PORTS, base=base, state_dir=STATE_DIR)
+    assert env["SKIN_PORT"] == "50061"
+    assert env["SKIN_LOG_LEVEL"] == "DEBUG"
+    assert "GATEWAY_ROUTES" not in env
+
+
+def test_the_web_tier_is_told_where_the_gateway_is() -> None:
+    env = child_environment(WEB, ALL_PORTS, base={}, state_dir=STATE_DIR)
+    assert env["WEB_PORT"] == "8000"
+    assert env["WEB_GATEWAY_ADDRESS"] == "127.0.0.1:50051"
+
+
+def test_each_child_runs_its_module_with_this_python() -> None:
+    specs = child_specs([SKIN, GATEWAY], ALL_PORTS, base={}, state_dir=STATE_DIR)
+    assert [spec.argv for spec in specs] == [
+        (sys.executable, "-m", "skin_service"),
+        (sys.executable, "-m", "gateway"),
+    ]
+
+
+def test_a_child_gets_its_own_grace_and_a_margin_before_sigkill() -> None:
+    assert stop_grace(SKIN, {"SKIN_GRACE_SECONDS": "2"}) == 7.0
+    assert stop_grace(SKIN, {"SKIN_GRACE_SECONDS": "2", "SKIN_DRAIN_DELAY_SECONDS": "3"}) == 10.0
+    assert stop_grace(SKIN, {}) == 15.0
+
+
+def test_the_hint_names_the_flag_or_the_variable() -> None:
+    assert port_hint(GATEWAY) == "pass --gateway-port"
+    assert port_hint(MRI) == "set MRI_PORT (or pass --port-offset)"
+
+
+def test_it_says_where_each_component_is() -> None:
+    assert where_line("gateway", 50051) == (
+        "gateway: 127.0.0.1:50051 (gRPC; `medimg models` lists its routes)"
+    )
+    assert where_line("web", 8000) == "web: http://127.0.0.1:8000"
+    assert where_line("skin", 50061) == "skin: 127.0.0.1:50061 (gRPC, routed by the gateway)"
+
+
+def test_a_package_counts_as_installed_only_with_a_main() -> None:
+    assert module_has_main("medimg_cli")
+    assert not module_has_main("medimg_cli.tests")
+    assert not module_has_main("no_such_package_medimg")
+    assert set(BY_NAME) == {"skin", "mri", "trainer", "gateway", "web"}

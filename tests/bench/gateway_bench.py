@@ -1,0 +1,222 @@
+"""Measures what the gateway costs: Diagnose via the gateway vs directly to the service.
+
+Run with `make bench`. Starts the test-only toy service and the gateway as real
+processes on loopback, then, for concurrency 1 and 16, alternates rounds against each
+target and prints throughput and p50/p99 latency side by side with their ratios.
+
+Client, gateway and service share this machine's cores, so every CPU cycle the
+gateway spends is taken from the service. How much that matters depends on how much
+work the service does per call, so the bench runs two workloads:
+
+- `bare`: the toy model is ~1.6 MFLOP, so the service's cost is almost all gRPC and
+  JPEG decoding: the worst case for a proxy.
+- `cnn-sized`: the toy's hidden layer is widened to ~25 MFLOP per image, the order of
+  a small CNN on CPU.
+
+Targets (from the foundation issue): via gateway >= 0.9x direct throughput at 16 and
+<= 1 ms added p50 at 1; each workload's verdict is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+from medimg.v1 import diagnosis_service_pb2 as pb
+from medimg.v1 import diagnosis_service_pb2_grpc as pb_grpc
+from PIL import Image
+
+from tests.support.processes import Process, start, wait_until_serving
+
+TARGET_THROUGHPUT_RATIO = 0.9
+TARGET_ADDED_P50_MS = 1.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """Latencies of one round of calls against one target."""
+
+    latencies_s: list[float]
+    seconds: float
+
+    @property
+    def throughput(self) -> float:
+        """Returns calls per second."""
+        return len(self.latencies_s) / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        """Returns the q-th latency percentile in milliseconds."""
+        return float(np.percentile(self.latencies_s, q) * 1000)
+
+
+def photo_jpeg(size: int = 256) -> bytes:
+    """Returns a JPEG with photo-like noise, the size of a small upload."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def run_round(address: str, image: bytes, concurrency: int, calls: int) -> Result:
+    """Makes `calls` Diagnose calls from `concurrency` concurrent workers."""
+    request = pb.DiagnoseRequest(disease="toy", image=image)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.DiagnosisServiceStub(channel)
+        await stub.Diagnose(request, timeout=30)
+        remaining = calls
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                await stub.Diagnose(request, timeout=30)
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return Result(latencies, elapsed)
+
+
+def merge(results: list[Result]) -> Result:
+    """Returns the rounds as one result."""
+    return Result(
+        [latency for result in results for latency in result.latencies_s],
+        sum(result.seconds for result in results),
+    )
+
+
+async def measure(
+    direct: str, via_gateway: str, image: bytes, concurrency: int, calls: int, rounds: int
+) -> tuple[Result, Result]:
+    """Alternates rounds direct / via gateway so that drift hits both alike."""
+    direct_rounds, gateway_rounds = [], []
+    for _ in range(rounds):
+        direct_rounds.append(await run_round(direct, image, concurrency, calls))
+        gateway_rounds.append(await run_round(via_gateway, image, concurrency, calls))
+    return merge(direct_rounds), merge(gateway_rounds)
+
+
+def report(concurrency: int, direct: Result, gateway: Result) -> list[str]:
+    """Returns the table rows of one concurrency level."""
+    rows = []
+    for name, result in (("direct", direct), ("via gateway", gateway)):
+        rows.append(
+            f"{concurrency:>5}  {name:<12} {result.throughput:>10.0f} "
+            f"{result.percentile_ms(50):>9.2f} {result.percentile_ms(99):>9.2f}"
+        )
+    return rows
+
+
+WORKLOADS = {"bare": 256, "cnn-sized": 4096}  # hidden units of the toy model
+
+
+def start_stack(state_dir: Path, hidden_units: int) -> tuple[Process, Process]:
+    """Starts the toy service and a gateway routing `toy` to it."""
+    toy = start(
+        "toy",
+        "tests.toy_service",
+        "TOY_",
+        env={"TOY_LOG_LEVEL": "WARNING", "TOY_HIDDEN_UNITS": str(hidden_units)},
+    )
+    wait_until_serving(toy)
+    gateway = start(
+        "gateway",
+        "gateway",
+        "GATEWAY_",
+        env={
+            "GATEWAY_ROUTES": f"toy=image@{toy.address}",
+            "GATEWAY_STATE_DIR": str(state_dir),
+            "GATEWAY_LOG_LEVEL": "WARNING",
+        },
+    )
+    wait_until_serving(gateway)
+    return toy, gateway
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Both concurrency levels of one workload, direct and via the gateway."""
+
+    at_1: tuple[Result, Result]
+    at_16: tuple[Result, Result]
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Returns via-gateway throughput over direct throughput at concurrency 16."""
+        return self.at_16[1].throughput / self.at_16[0].throughput
+
+    @property
+    def added_p50_ms(self) -> float:
+        """Returns the p50 latency the gateway adds at concurrency 1."""
+        return self.at_1[1].percentile_ms(50) - self.at_1[0].percentile_ms(50)
+
+
+async def run_workload(hidden_units: int, image: bytes, calls: int, rounds: int) -> Outcome:
+    """Starts a fresh stack for one workload and measures it."""
+    with tempfile.TemporaryDirectory() as state_dir:
+        toy, gateway = start_stack(Path(state_dir), hidden_units)
+        try:
+            at_1 = await measure(toy.address, gateway.address, image, 1, calls // 4, rounds)
+            at_16 = await measure(toy.address, gateway.address, image, 16, calls, rounds)
+        finally:
+            gateway.terminate()
+            toy.terminate()
+    return Outcome(at_1, at_16)
+
+
+async def main_async(calls: int, rounds: int) -> int:
+    """Runs the benchmark and prints the table; returns 0 when both targets are met."""
+    image = photo_jpeg()
+    outcomes = {
+        name: await run_workload(hidden, image, calls, rounds) for name, hidden in WORKLOADS.items()
+    }
+    print(f"Diagnose, {len(image) // 1024} KiB JPEG per call, {rounds} alternating rounds")
+    header = f"{'conc':>5}  {'target':<12} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9}"
+    print(f"{'workload':<10} {header}")
+    for name, outcome in outcomes.items():
+        for row in report(1, *outcome.at_1) + report(16, *outcome.at_16):
+            print(f"{name:<10} {row}")
+    print(
+        f"{'workload':<10} {'gateway/direct calls/s at 16':>30} {'(>= 0.9)':<8} "
+        f"{'added p50 ms at 1':>19} {'(<= 1.0)':<8}"
+    )
+    all_met = True
+    for name, outcome in outcomes.items():
+        ok_ratio = outcome.throughput_ratio >= TARGET_THROUGHPUT_RATIO
+        ok_p50 = outcome.added_p50_ms <= TARGET_ADDED_P50_MS
+        all_met = all_met and ok_ratio and ok_p50
+        print(
+            f"{name:<10} {outcome.throughput_ratio:>30.3f} {verdict(ok_ratio):<8} "
+            f"{outcome.added_p50_ms:>19.3f} {verdict(ok_p50):<8}"
+        )
+    return 0 if all_met else 1
+
+
+def verdict(ok: bool) -> str:
+    """Returns how a figure stands against its target."""
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    """Parses the options and runs the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4000, help="calls per round at 16")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per target")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main_async(args.calls, args.rounds)))
+
+
+if __name__ == "__main__":
+    main()
