@@ -1,0 +1,1 @@
+"""Skin-lesion classification service: melanoma, common nevus, atypical nevus."""

@@ -1,0 +1,1 @@
+"""Model-server backends of the skin service, one small class each."""
