@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import signal
 import sys
@@ -94,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_call_options(models, gateway_help)
     models.set_defaults(run=run_models)
+
+    train = commands.add_parser(
+        "train",
+        help="train a disease's model and export it, such as `medimg train skin`",
+        description="Runs the disease's trainer (<disease>_service.train) with the arguments "
+        "that follow the disease; `medimg train skin --help` lists them.",
+    )
+    train.add_argument("disease", help="disease whose model to train, such as skin")
+    train.add_argument(
+        "arguments", nargs=argparse.REMAINDER, help="the trainer's own options, passed through"
+    )
+    train.set_defaults(run=run_train)
     return parser
 
 
@@ -270,6 +283,22 @@ def run_models(args: argparse.Namespace) -> int:
         return _fail("models", message, code=failure.exit_code)
     print(client.format_models(models))
     return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Runs the disease's trainer with the remaining arguments and returns its exit code."""
+    if not args.disease.isidentifier():
+        return _fail("train", f"not a disease name: {args.disease!r}", code=2)
+    module_name = f"{args.disease}_service.train"
+    try:
+        trainer = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # A missing dependency inside an existing trainer is a different problem: show it.
+        if exc.name not in (module_name, f"{args.disease}_service"):
+            raise
+        return _fail("train", f"{args.disease} has no trainer (no module {module_name})", code=2)
+    code: int = trainer.main(list(args.arguments))
+    return code
 
 
 if __name__ == "__main__":

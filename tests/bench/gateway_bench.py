@@ -12,6 +12,7 @@ work the service does per call, so the bench runs two workloads:
   JPEG decoding: the worst case for a proxy.
 - `cnn-sized`: the toy's hidden layer is widened to ~25 MFLOP per image, the order of
   a small CNN on CPU.
+- `skin`: the real skin service with its shipped demo model (embedded backend).
 
 Targets (from the foundation issue): via gateway >= 0.9x direct throughput at 16 and
 <= 1 ms added p50 at 1; each workload's verdict is printed.
@@ -66,9 +67,11 @@ def photo_jpeg(size: int = 256) -> bytes:
     return buffer.getvalue()
 
 
-async def run_round(address: str, image: bytes, concurrency: int, calls: int) -> Result:
+async def run_round(
+    address: str, disease: str, image: bytes, concurrency: int, calls: int
+) -> Result:
     """Makes `calls` Diagnose calls from `concurrency` concurrent workers."""
-    request = pb.DiagnoseRequest(disease="toy", image=image)
+    request = pb.DiagnoseRequest(disease=disease, image=image)
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.DiagnosisServiceStub(channel)
@@ -98,13 +101,23 @@ def merge(results: list[Result]) -> Result:
 
 
 async def measure(
-    direct: str, via_gateway: str, image: bytes, concurrency: int, calls: int, rounds: int
+    service: Process,
+    gateway: Process,
+    disease: str,
+    image: bytes,
+    concurrency: int,
+    calls: int,
+    rounds: int,
 ) -> tuple[Result, Result]:
     """Alternates rounds direct / via gateway so that drift hits both alike."""
-    direct_rounds, gateway_rounds = [], []
+    direct_rounds: list[Result] = []
+    gateway_rounds: list[Result] = []
     for _ in range(rounds):
-        direct_rounds.append(await run_round(direct, image, concurrency, calls))
-        gateway_rounds.append(await run_round(via_gateway, image, concurrency, calls))
+        for address, results in (
+            (service.address, direct_rounds),
+            (gateway.address, gateway_rounds),
+        ):
+            results.append(await run_round(address, disease, image, concurrency, calls))
     return merge(direct_rounds), merge(gateway_rounds)
 
 
@@ -119,30 +132,44 @@ def report(concurrency: int, direct: Result, gateway: Result) -> list[str]:
     return rows
 
 
-WORKLOADS = {"bare": 256, "cnn-sized": 4096}  # hidden units of the toy model
+@dataclass(frozen=True)
+class Workload:
+    """A service to measure the gateway in front of."""
+
+    disease: str
+    module: str
+    prefix: str
+    env: dict[str, str]
 
 
-def start_stack(state_dir: Path, hidden_units: int) -> tuple[Process, Process]:
-    """Starts the toy service and a gateway routing `toy` to it."""
-    toy = start(
-        "toy",
-        "tests.toy_service",
-        "TOY_",
-        env={"TOY_LOG_LEVEL": "WARNING", "TOY_HIDDEN_UNITS": str(hidden_units)},
+WORKLOADS = {
+    "bare": Workload("toy", "tests.toy_service", "TOY_", {"TOY_HIDDEN_UNITS": "256"}),
+    "cnn-sized": Workload("toy", "tests.toy_service", "TOY_", {"TOY_HIDDEN_UNITS": "4096"}),
+    "skin": Workload("skin", "skin_service", "SKIN_", {}),
+}
+
+
+def start_stack(state_dir: Path, workload: Workload) -> tuple[Process, Process]:
+    """Starts the workload's service and a gateway routing its disease to it."""
+    service = start(
+        workload.disease,
+        workload.module,
+        workload.prefix,
+        env={f"{workload.prefix}LOG_LEVEL": "WARNING", **workload.env},
     )
-    wait_until_serving(toy)
+    wait_until_serving(service, timeout=120)
     gateway = start(
         "gateway",
         "gateway",
         "GATEWAY_",
         env={
-            "GATEWAY_ROUTES": f"toy=image@{toy.address}",
+            "GATEWAY_ROUTES": f"{workload.disease}=image@{service.address}",
             "GATEWAY_STATE_DIR": str(state_dir),
             "GATEWAY_LOG_LEVEL": "WARNING",
         },
     )
     wait_until_serving(gateway)
-    return toy, gateway
+    return service, gateway
 
 
 @dataclass(frozen=True)
@@ -163,16 +190,17 @@ class Outcome:
         return self.at_1[1].percentile_ms(50) - self.at_1[0].percentile_ms(50)
 
 
-async def run_workload(hidden_units: int, image: bytes, calls: int, rounds: int) -> Outcome:
+async def run_workload(workload: Workload, image: bytes, calls: int, rounds: int) -> Outcome:
     """Starts a fresh stack for one workload and measures it."""
     with tempfile.TemporaryDirectory() as state_dir:
-        toy, gateway = start_stack(Path(state_dir), hidden_units)
+        service, gateway = start_stack(Path(state_dir), workload)
         try:
-            at_1 = await measure(toy.address, gateway.address, image, 1, calls // 4, rounds)
-            at_16 = await measure(toy.address, gateway.address, image, 16, calls, rounds)
+            disease = workload.disease
+            at_1 = await measure(service, gateway, disease, image, 1, calls // 4, rounds)
+            at_16 = await measure(service, gateway, disease, image, 16, calls, rounds)
         finally:
             gateway.terminate()
-            toy.terminate()
+            service.terminate()
     return Outcome(at_1, at_16)
 
 
@@ -180,7 +208,8 @@ async def main_async(calls: int, rounds: int) -> int:
     """Runs the benchmark and prints the table; returns 0 when both targets are met."""
     image = photo_jpeg()
     outcomes = {
-        name: await run_workload(hidden, image, calls, rounds) for name, hidden in WORKLOADS.items()
+        name: await run_workload(workload, image, calls, rounds)
+        for name, workload in WORKLOADS.items()
     }
     print(f"Diagnose, {len(image) // 1024} KiB JPEG per call, {rounds} alternating rounds")
     header = f"{'conc':>5}  {'target':<12} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9}"

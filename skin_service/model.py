@@ -1,0 +1,168 @@
+"""The skin-lesion classifier: a small Keras CNN, its SavedModel export and its model card."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS
+from skin_service.model_card import (
+    CARD_FILE,
+    INPUT_KEY,
+    OUTPUT_KEY,
+    SIGNATURE_NAME,
+    ModelCard,
+    latest_version,
+)
+
+MARKDOWN_CARD_FILE = "MODEL_CARD.md"
+
+
+def build_model(
+    input_size: int = DEFAULT_INPUT_SIZE, labels: Sequence[str] = LABELS
+) -> keras.Model:
+    """Returns an uncompiled CNN: (size, size, 3) floats in [0, 1] in, label softmax out.
+
+    Small enough to train in minutes on two CPU cores. The augmentation layers act only
+    in training; at inference (and in the export) they pass images through unchanged.
+    """
+    images = keras.Input((input_size, input_size, 3), name=INPUT_KEY)
+    x = _augmentation()(images)
+    # A strided stem halves the resolution at once: the lesion's features are not fine.
+    x = layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False)(x)
+    x = _normalised_relu(x)
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = _normalised_relu(x)
+        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = _normalised_relu(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.2)(x)
+    outputs = layers.Dense(len(labels), activation="softmax", name=OUTPUT_KEY)(x)
+    return keras.Model(images, outputs, name="skin_lesion_cnn")
+
+
+def _augmentation() -> keras.Sequential:
+    # A lesion has no up or down; cameras and lights differ. Brightness and contrast stay
+    # small because colour is one of the features that tell the classes apart.
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical"),
+            layers.RandomRotation(0.05, fill_mode="reflect"),
+            layers.RandomBrightness(0.1, value_range=(0.0, 1.0)),
+            layers.RandomContrast(0.1, value_range=(0.0, 1.0)),
+        ],
+        name="augmentation",
+    )
+
+
+def _normalised_relu(x: keras.KerasTensor) -> keras.KerasTensor:
+    # A faster-moving average than the default 0.99: runs here are only a few hundred steps.
+    return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+
+
+def export_model(model: keras.Model, model_dir: Path, version: int) -> Path:
+    """Writes the model as a SavedModel into model_dir/version, TF Serving's layout.
+
+    The one signature, SIGNATURE_NAME, maps INPUT_KEY (float32 [None, S, S, 3] in
+    [0, 1]) to OUTPUT_KEY (float32 [None, labels]). An existing version folder is
+    replaced only once the new one is complete. Returns the version folder.
+    """
+    size = int(model.input_shape[1])
+    target = model_dir / str(version)
+    staging = model_dir / f".{version}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_KEY: model(images, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE_NAME,
+        fn=serve,
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
+    )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    archive.write_out(str(staging), verbose=False)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
+def load_for_inference(
+    model_dir: Path, version: int | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Returns batch -> probabilities for a version under model_dir (default: the latest).
+
+    It calls the exported serving signature, exactly what TF Serving would run.
+    """
+    chosen = latest_version(model_dir) if version is None else version
+    loaded = tf.saved_model.load(str(model_dir / str(chosen)))
+    signature = loaded.signatures[SIGNATURE_NAME]
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        outputs = signature(**{INPUT_KEY: tf.constant(batch, dtype=tf.float32)})
+        return np.asarray(outputs[OUTPUT_KEY].numpy())
+
+    # The signature's concrete function needs the loaded object kept alive.
+    predict.loaded = loaded  # type: ignore[attr-defined]
+    return predict
+
+
+def write_model_card(card: ModelCard, model_dir: Path) -> None:
+    """Writes the card as model_dir/model_card.json and a readable model_dir/MODEL_CARD.md."""
+    card.save(model_dir)
+    (model_dir / MARKDOWN_CARD_FILE).write_text(card_markdown(card))
+
+
+def card_markdown(card: ModelCard) -> str:
+    """Returns the card as Markdown for people: labels, data, metrics, confusion matrix."""
+    lines = [f"# Model card: {card.name}, version {card.version}", ""]
+    if card.warning:
+        lines += [f"**{card.warning}**", ""]
+    lines += [
+        f"- Trained on: {card.trained_on}",
+        f"- Labels (output order): {', '.join(card.labels)}",
+        f"- Input: `{card.input_key}`, float32 [batch, {card.input_size}, {card.input_size}, 3], "
+        "RGB in [0, 1] (skin_service.domain.preprocess: centre square, resized)",
+        f"- Output: `{card.output_key}`, float32 [batch, {len(card.labels)}], softmax",
+        f"- Signature: `{card.signature_name}`; files: `<version>/saved_model.pb` "
+        f"(TF Serving layout), `{CARD_FILE}`",
+        f"- Data: {card.data}",
+        "",
+        "## Evaluation",
+        "",
+        card.evaluation,
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *(f"| {name} | {value:.4f} |" for name, value in card.metrics.items()),
+        "",
+    ]
+    if card.confusion_matrix:
+        lines += [
+            "Confusion matrix (rows: true label, columns: predicted):",
+            "",
+            "| true \\ predicted | " + " | ".join(card.labels) + " |",
+            "| --- |" + " --- |" * len(card.labels),
+            *(
+                f"| {label} | " + " | ".join(str(count) for count in row) + " |"
+                for label, row in zip(card.labels, card.confusion_matrix, strict=True)
+            ),
+            "",
+        ]
+    command = card.training.get("command")
+    lines += ["## Training", ""]
+    if command:
+        lines += ["Produced by:", "", "```", str(command), "```", ""]
+    lines += [f"- {key}: {value}" for key, value in card.training.items() if key != "command"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""A stand-in for TensorFlow Serving that speaks its real gRPC protocol, for tests only."""
