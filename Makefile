@@ -32,8 +32,11 @@ format: venv ## apply ruff's fixes and formatting
 protos: venv ## regenerate protos/medimg/v1/*_pb2*.py from the .proto files
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python protos/generate.py
 
-bench: venv ## gateway overhead: throughput and latency via the gateway vs direct
-	$(BIN)/python -m tests.bench.gateway_bench
+bench: venv ## gateway overhead, then skin serving (raw model vs service vs naive server)
+	@status=0; \
+	$(BIN)/python -m tests.bench.gateway_bench || status=1; \
+	$(BIN)/python -m tests.bench.skin_bench || status=1; \
+	exit $$status
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -120,31 +120,27 @@ class Router:
 
     async def register(self, route: Route) -> None:
         """Adds or replaces a runtime route, saved before it takes effect."""
-        async with self._changes:
-            try:
-                await asyncio.to_thread(self.table.register, route)
-            except OSError as exc:
-                logger.error("cannot save routes to %s: %s", self.settings.state_file, exc)
-                raise StateNotWritable(
-                    "the gateway cannot save routes; give it a writable GATEWAY_STATE_DIR"
-                ) from None
-            self._release_unused_channels()
+        await self._change(lambda: self.table.register(route))
         logger.info(
             "registered %s (%s) -> %s", route.disease, route.kind.value, ", ".join(route.addresses)
         )
 
     async def unregister(self, disease: str) -> None:
         """Removes a runtime route; raises UnknownDisease or RouteNotRemovable."""
+        await self._change(lambda: self.table.unregister(disease))
+        logger.info("unregistered %s", disease)
+
+    async def _change(self, change: Callable[[], None]) -> None:
+        """Applies one change to the runtime routes (saved first), one change at a time."""
         async with self._changes:
             try:
-                await asyncio.to_thread(self.table.unregister, disease)
+                await asyncio.to_thread(change)
             except OSError as exc:
                 logger.error("cannot save routes to %s: %s", self.settings.state_file, exc)
                 raise StateNotWritable(
                     "the gateway cannot save routes; give it a writable GATEWAY_STATE_DIR"
                 ) from None
             self._release_unused_channels()
-        logger.info("unregistered %s", disease)
 
     def _release_unused_channels(self) -> None:
         in_use = {address for route in self.table.routes() for address in route.addresses}

@@ -26,12 +26,16 @@ def _megabytes(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MB"
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits, *, min_side: int | None = None) -> Image.Image:
     """Returns the upload as an RGB image, upright per its EXIF orientation.
 
     Every check runs before the pixels are decoded, except truncation, which only a
     full decode reveals. Raises InvalidImage with a reason and a message a person
     understands; the message never echoes the upload's content.
+
+    With `min_side`, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both
+    sides keep at least `min_side` pixels: a model that reads 96 px does not need a
+    phone photo's 12 megapixels, and the reduced decode is several times cheaper.
     """
     if not data:
         raise InvalidImage("the image is empty", reason="IMAGE_EMPTY")
@@ -71,11 +75,13 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             )
         if width < 1 or height < 1:
             raise InvalidImage("the image has no pixels", reason="IMAGE_UNREADABLE")
+        if min_side is not None and image.format == "JPEG":
+            image.draft("RGB", (min_side, min_side))
         try:
             image.load()
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             raise InvalidImage(
                 "the image is truncated or corrupt; upload it again", reason="IMAGE_TRUNCATED"
             ) from None
-    upright = ImageOps.exif_transpose(image)
-    return upright.convert("RGB")
+    ImageOps.exif_transpose(image, in_place=True)
+    return image if image.mode == "RGB" else image.convert("RGB")

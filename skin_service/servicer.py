@@ -73,7 +73,8 @@ class SkinDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServicer)
         return self._info
 
     def _prepare(self, image: bytes, input_size: int) -> np.ndarray:
-        return domain.preprocess(decode_image(image, self._limits), input_size)
+        decoded = decode_image(image, self._limits, min_side=domain.decoded_side(input_size))
+        return domain.preprocess(decoded, input_size)
 
     async def Diagnose(
         self, request: diagnosis_service_pb2.DiagnoseRequest, context: Any

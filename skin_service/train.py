@@ -21,7 +21,7 @@ from servicekit.errors import InvalidImage
 from servicekit.images import ImageLimits, decode_image
 from skin_service import data
 from skin_service import model as skin_model
-from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, preprocess
+from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, decoded_side, preprocess
 from skin_service.model_card import ModelCard
 
 PROG = "medimg train skin"
@@ -319,7 +319,7 @@ def read_folder(folder: Path, input_size: int) -> Examples:
     limits = ImageLimits()
     for path, index in _progress(files, "loading images"):
         try:
-            image = decode_image(path.read_bytes(), limits)
+            image = decode_image(path.read_bytes(), limits, min_side=decoded_side(input_size))
         except (InvalidImage, OSError):
             skipped += 1
             continue

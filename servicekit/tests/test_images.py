@@ -78,3 +78,13 @@ def test_it_rejects_pixels_over_its_own_cap_below_pillows() -> None:
     assert reason_of(encoded("PNG", size=(2000, 1000)), ImageLimits(max_pixels=1_000_000)) == (
         "IMAGE_TOO_MANY_PIXELS"
     )
+
+
+def test_a_jpeg_may_be_decoded_smaller_but_never_below_the_side_asked_for() -> None:
+    photo = encoded("JPEG", size=(1600, 1200))
+    assert decode_image(photo, ImageLimits(), min_side=192).size == (400, 300)
+    assert decode_image(photo, ImageLimits(), min_side=700).size == (1600, 1200)
+    assert decode_image(encoded("PNG", size=(1600, 1200)), ImageLimits(), min_side=192).size == (
+        1600,
+        1200,
+    )

@@ -219,15 +219,20 @@ async def test_decoding_an_upload_does_not_hold_up_other_calls(
 ) -> None:
     decode_started: list[float] = []
 
-    def slow_decode(data: bytes, limits: ImageLimits) -> Image.Image:
+    def slow_decode(
+        data: bytes, limits: ImageLimits, *, min_side: int | None = None
+    ) -> Image.Image:
         decode_started.append(time.monotonic())
         time.sleep(0.8)  # a huge upload: the thread that decodes it is busy for a while
-        return decode_image(data, limits)
+        return decode_image(data, limits, min_side=min_side)
 
     monkeypatch.setattr(servicer, "decode_image", slow_decode)
     diagnosis = asyncio.ensure_future(stub.Diagnose(pb.DiagnoseRequest(image=PHOTO), timeout=10))
-    while not decode_started:
+    for _ in range(500):
+        if decode_started or diagnosis.done():
+            break
         await asyncio.sleep(0.01)
+    assert decode_started, "the upload was never decoded"
     await stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=10)
     assert time.monotonic() - decode_started[0] < 0.5, "GetModelInfo waited for the decoding"
     assert (await diagnosis).top_label == "atypical_nevus"
@@ -335,7 +340,8 @@ async def test_it_answers_what_the_saved_model_computes(
 ) -> None:
     for image in (PHOTO, encoded(lesion(seed=3), "JPEG", quality=90)):
         response = await embedded_stub.Diagnose(pb.DiagnoseRequest(image=image), timeout=10)
-        item = domain.preprocess(decode_image(image, LIMITS), 32)
+        decoded = decode_image(image, LIMITS, min_side=domain.decoded_side(32))
+        item = domain.preprocess(decoded, 32)
         expected = domain.rank(embedded_backend.predict(item[None])[0], domain.LABELS)
         assert [s.label for s in response.scores] == [label for label, _ in expected.scores]
         assert [s.score for s in response.scores] == pytest.approx(

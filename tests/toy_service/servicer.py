@@ -7,32 +7,15 @@ from typing import Any
 
 import grpc
 import numpy as np
-from medimg.v1 import diagnosis_service_pb2, diagnosis_service_pb2_grpc, model_info_pb2
+from medimg.v1 import diagnosis_service_pb2, diagnosis_service_pb2_grpc
 
-from servicekit.backend import ModelInfo
+from servicekit import classification
 from servicekit.batcher import DynamicBatcher
 from servicekit.server import ServiceBinding
 from servicekit.settings import BatcherSettings
 from tests.toy_service.model import ToyBackend, decode
 
 DISEASE = "toy"
-
-
-def to_model_info(info: ModelInfo) -> model_info_pb2.ModelInfo:
-    """Returns the proto form of the toy model's description."""
-    return model_info_pb2.ModelInfo(
-        disease=DISEASE,
-        model_name=info.name,
-        model_version=info.version,
-        kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
-        labels=info.labels,
-        input_height_px=info.input_height_px,
-        input_width_px=info.input_width_px,
-        input_channels=info.input_channels,
-        backend=info.backend,
-        demo_model=info.demo_model,
-        description=info.description,
-    )
 
 
 class ToyDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServicer):
@@ -59,22 +42,15 @@ class ToyDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServicer):
         image = decode(request.image)
         scores = await self._batcher.submit(image, timeout=context.time_remaining())
         info = self._backend.info()
-        ranked = sorted(zip(info.labels, scores.tolist(), strict=True), key=lambda p: -p[1])
-        return diagnosis_service_pb2.DiagnoseResponse(
-            disease=DISEASE,
-            top_label=ranked[0][0],
-            top_score=ranked[0][1],
-            scores=[diagnosis_service_pb2.ClassScore(label=k, score=v) for k, v in ranked],
-            model_name=info.name,
-            model_version=info.version,
-            demo_model=info.demo_model,
-        )
+        ranked = classification.rank(scores, info.labels)
+        return classification.to_diagnose_response(ranked, info, disease=DISEASE)
 
     async def GetModelInfo(
         self, request: diagnosis_service_pb2.GetModelInfoRequest, context: Any
     ) -> diagnosis_service_pb2.GetModelInfoResponse:
         """Returns the toy model's description."""
-        return diagnosis_service_pb2.GetModelInfoResponse(model=to_model_info(self._backend.info()))
+        model = classification.to_model_info(self._backend.info(), disease=DISEASE)
+        return diagnosis_service_pb2.GetModelInfoResponse(model=model)
 
 
 def binding(servicer: ToyDiagnosisServicer) -> ServiceBinding:
