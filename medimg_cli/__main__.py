@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medimg_cli import components, ports, stack
 from medimg_cli.supervisor import LinePrinter, Outcome, Supervisor, colour_wanted
+from servicekit.argtypes import bounded
 from servicekit.settings import SettingsError
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -122,24 +123,8 @@ def _add_call_options(parser: argparse.ArgumentParser, gateway_help: str) -> Non
     )
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"ports go from 1 to 65535 (0: any free one), got {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+_port = bounded(int, "a port number", at_least=0, at_most=65535)  # 0: any free port
+_positive_seconds = bounded(float, "a number of seconds", more_than=0.0)
 
 
 def _names(text: str) -> list[str]:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from servicekit.argtypes import bounded
 from servicekit.errors import InvalidImage
 from servicekit.images import ImageLimits, decode_image
 from skin_service import data
@@ -149,34 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be from 0 to under 0.5, got {text}")
-    return value
+_positive_int = bounded(int, "a whole number", at_least=1)
+_positive_float = bounded(float, "a number", more_than=0.0)
+_fraction = bounded(float, "a number", at_least=0.0, under=0.5)
 
 
 def train(args: argparse.Namespace, *, command: str) -> ModelCard:

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +22,6 @@ from medimg_cli.ports import find_free_port
 def only_gateway_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Makes the gateway the one installed component, whatever this checkout holds."""
     monkeypatch.setattr(Component, "is_installed", lambda self: self.name == "gateway")
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """Yields the port of a socket that listens on 127.0.0.1, as another program would."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port: int = sock.getsockname()[1]
-        yield port
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 
 from medimg_cli.components import GATEWAY, SKIN, WEB
@@ -18,16 +15,6 @@ from medimg_cli.ports import (
     wait_until_listening,
 )
 from servicekit.settings import SettingsError
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    """Yields the port of a socket that listens on 127.0.0.1, as another program would."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        port: int = sock.getsockname()[1]
-        yield port
 
 
 def test_it_names_the_port_the_component_and_the_way_out_when_a_port_is_taken(
