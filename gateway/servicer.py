@@ -52,23 +52,42 @@ async def pass_through(error: grpc.aio.AioRpcError, context: Context, disease: s
     await context.abort(code, error.details() or "", trailing)
 
 
+async def forward_unary(
+    router: Router, kind: RouteKind, method: str, disease: str, request: bytes, context: Context
+) -> bytes:
+    """Sends a unary call's bytes to the disease's service and returns its answer's bytes."""
+    route = router.route(disease, kind)
+    settings = router.settings
+    timeout = upstream_timeout(
+        context.time_remaining(),
+        default_s=settings.default_deadline_s,
+        max_s=settings.max_deadline_s,
+    )
+    try:
+        return await router.upstream.unary(route, method, request, timeout=timeout)
+    except grpc.aio.AioRpcError as error:
+        await pass_through(error, context, disease)
+
+
 class DiagnosisProxy:
     """medimg.v1.DiagnosisService: routes by disease; the bytes are never re-encoded."""
 
     def __init__(self, router: Router) -> None:
         self._router = router
-        self._upstream = router.upstream
-        self._default_s = router.settings.default_deadline_s
-        self._max_s = router.settings.max_deadline_s
 
     async def Diagnose(self, request: bytes, context: Context) -> bytes:
         """Returns the upstream's DiagnoseResponse bytes, retried on another replica if down."""
-        return await self._forward(DIAGNOSE, convert.diagnose_disease(request), request, context)
+        disease = convert.diagnose_disease(request)
+        return await forward_unary(
+            self._router, RouteKind.IMAGE, DIAGNOSE, disease, request, context
+        )
 
     async def GetModelInfo(self, request: bytes, context: Context) -> bytes:
         """Returns the upstream's GetModelInfoResponse bytes."""
         disease = convert.model_info_disease(request)
-        return await self._forward(GET_MODEL_INFO, disease, request, context)
+        return await forward_unary(
+            self._router, RouteKind.IMAGE, GET_MODEL_INFO, disease, request, context
+        )
 
     def method_handlers(self) -> Handlers:
         """Returns the handlers, with no (de)serializers: requests and responses stay bytes."""
@@ -76,16 +95,6 @@ class DiagnosisProxy:
             "Diagnose": grpc.unary_unary_rpc_method_handler(self.Diagnose),
             "GetModelInfo": grpc.unary_unary_rpc_method_handler(self.GetModelInfo),
         }
-
-    async def _forward(self, method: str, disease: str, request: bytes, context: Context) -> bytes:
-        route = self._router.route(disease, RouteKind.IMAGE)
-        timeout = upstream_timeout(
-            context.time_remaining(), default_s=self._default_s, max_s=self._max_s
-        )
-        try:
-            return await self._upstream.unary(route, method, request, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            await pass_through(error, context, disease)
 
 
 class SeriesProxy:
@@ -95,7 +104,6 @@ class SeriesProxy:
         self._router = router
         self._upstream = router.upstream
         self._series_s = router.settings.series_deadline_s
-        self._default_s = router.settings.default_deadline_s
         self._max_s = router.settings.max_deadline_s
 
     async def AnalyzeSeries(self, requests: AsyncIterable[bytes], context: Context) -> bytes:
@@ -122,16 +130,9 @@ class SeriesProxy:
     async def GetSeriesModelInfo(self, request: bytes, context: Context) -> bytes:
         """Returns the upstream's GetSeriesModelInfoResponse bytes."""
         disease = convert.series_model_info_disease(request)
-        route = self._router.route(disease, RouteKind.SERIES)
-        timeout = upstream_timeout(
-            context.time_remaining(), default_s=self._default_s, max_s=self._max_s
+        return await forward_unary(
+            self._router, RouteKind.SERIES, GET_SERIES_MODEL_INFO, disease, request, context
         )
-        try:
-            return await self._upstream.unary(
-                route, GET_SERIES_MODEL_INFO, request, timeout=timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            await pass_through(error, context, disease)
 
     def method_handlers(self) -> Handlers:
         """Returns the handlers, with no (de)serializers: requests and responses stay bytes."""

@@ -61,6 +61,18 @@ def diagnose(address: str, disease: str, image: bytes, timeout: float = 10) -> p
         )
 
 
+def register_image_route(gateway_address: str, disease: str, service_address: str) -> None:
+    with grpc.insecure_channel(gateway_address) as channel:
+        model_registry_pb2_grpc.ModelRegistryStub(channel).RegisterModel(
+            model_registry_pb2.RegisterModelRequest(
+                disease=disease,
+                kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
+                addresses=[service_address],
+            ),
+            timeout=10,
+        )
+
+
 def listed_services(address: str) -> set[str]:
     with grpc.insecure_channel(address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -143,15 +155,7 @@ def test_a_killed_backend_is_unavailable_well_inside_the_deadline(
     gateway: Process,
 ) -> None:
     victim = start_toy()
-    with grpc.insecure_channel(gateway.address) as channel:
-        model_registry_pb2_grpc.ModelRegistryStub(channel).RegisterModel(
-            model_registry_pb2.RegisterModelRequest(
-                disease="victim",
-                kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
-                addresses=[victim.address],
-            ),
-            timeout=10,
-        )
+    register_image_route(gateway.address, "victim", victim.address)
     assert diagnose(gateway.address, "victim", RED).top_label == "red"
     victim.kill()
     started = time.monotonic()
@@ -185,15 +189,7 @@ def test_routes_registered_at_run_time_survive_a_gateway_restart(
 ) -> None:
     first = start_gateway("", tmp_path)
     try:
-        with grpc.insecure_channel(first.address) as channel:
-            model_registry_pb2_grpc.ModelRegistryStub(channel).RegisterModel(
-                model_registry_pb2.RegisterModelRequest(
-                    disease="published-toy",
-                    kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
-                    addresses=[toy.address],
-                ),
-                timeout=10,
-            )
+        register_image_route(first.address, "published-toy", toy.address)
     finally:
         assert first.terminate() == 0
     second = start_gateway("", tmp_path)

@@ -27,8 +27,8 @@ from skin_service import domain
 from skin_service.data import generate_image
 from skin_service.model_card import load_model_card
 from skin_service.settings import DEFAULT_MODEL_DIR
-from tests.bench.gateway_bench import Result, run_round
-from tests.support.processes import Process, start, wait_until_serving
+from tests.bench.gateway_bench import WORKLOADS, Result, run_round, start_stack
+from tests.support.processes import Process, start
 
 TARGET_VS_RAW = 0.7
 TARGET_VS_NAIVE = 2.0
@@ -112,19 +112,7 @@ async def main_async(calls: int) -> int:
     raw = raw_throughput()
     results: dict[str, dict[int, Result]] = {}
     with tempfile.TemporaryDirectory() as state_dir:
-        skin = start("skin", "skin_service", "SKIN_", env={"SKIN_LOG_LEVEL": "WARNING"})
-        wait_until_serving(skin, timeout=120)
-        gateway = start(
-            "gateway",
-            "gateway",
-            "GATEWAY_",
-            env={
-                "GATEWAY_ROUTES": f"skin=image@{skin.address}",
-                "GATEWAY_STATE_DIR": state_dir,
-                "GATEWAY_LOG_LEVEL": "WARNING",
-            },
-        )
-        wait_until_serving(gateway)
+        skin, gateway = start_stack(Path(state_dir), WORKLOADS["skin"])
         try:
             results["(b) skin_service via gateway"] = {
                 1: await measure(gateway.address, images, 1, calls // 8),
