@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := all,dev
-PY_SOURCES := servicekit gateway medimg_cli skin_service tests protos/generate.py
+PY_SOURCES := servicekit gateway medimg_cli skin_service mri_service tests protos/generate.py
 
 .PHONY: help venv run test unit lint format protos bench clean
 
@@ -29,13 +29,15 @@ format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 	$(BIN)/ruff format $(PY_SOURCES)
 
-protos: venv ## regenerate protos/medimg/v1/*_pb2*.py from the .proto files
+protos: venv ## regenerate the medimg.v1 stubs and TorchServe's (from its jar)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python protos/generate.py
+	$(BIN)/python -m mri_service.backends.torchserve_api.generate
 
-bench: venv ## gateway overhead, then skin serving (raw model vs service vs naive server)
+bench: venv ## gateway overhead, skin serving, MRI series serving (each prints its ratios)
 	@status=0; \
 	$(BIN)/python -m tests.bench.gateway_bench || status=1; \
 	$(BIN)/python -m tests.bench.skin_bench || status=1; \
+	$(BIN)/python -m tests.bench.mri_bench || status=1; \
 	exit $$status
 
 clean: ## remove the virtual environment and caches

@@ -17,6 +17,8 @@ from servicekit.argtypes import bounded
 from servicekit.settings import SettingsError
 
 DEFAULT_TIMEOUT_S = 30.0
+# A series is hundreds of files: upload and two models over every slice take longer.
+SERIES_TIMEOUT_S = 600.0
 # How long `up` waits for every port to accept connections before it stops saying so.
 _READY_WAIT_S = 300.0
 
@@ -89,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call_options(diagnose, gateway_help)
     diagnose.set_defaults(run=run_diagnose)
 
+    series = commands.add_parser(
+        "analyze-series",
+        help="analyse an MRI series zip through the gateway",
+        description="Streams a zip of pre/, 1st_pass/, 2nd_pass/ and 3rd_pass/ DICOM folders "
+        "to the gateway's AnalyzeSeries and prints the flagged slices and a per-slice "
+        "probability strip of each model.",
+    )
+    series.add_argument("file", type=Path, metavar="ZIP", help="the series zip")
+    series.add_argument("--disease", default="mri", help="disease to analyse (default: mri)")
+    _add_call_options(series, gateway_help, default_timeout_s=SERIES_TIMEOUT_S)
+    series.set_defaults(run=run_analyze_series)
+
     models = commands.add_parser(
         "models",
         help="list the diseases and models the gateway routes to",
@@ -111,15 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_call_options(parser: argparse.ArgumentParser, gateway_help: str) -> None:
+def _add_call_options(
+    parser: argparse.ArgumentParser, gateway_help: str, default_timeout_s: float = DEFAULT_TIMEOUT_S
+) -> None:
     # SUPPRESS keeps a --gateway given before the subcommand from being reset to None here.
     parser.add_argument("--gateway", metavar="ADDR", default=argparse.SUPPRESS, help=gateway_help)
     parser.add_argument(
         "--timeout",
         type=_positive_seconds,
-        default=DEFAULT_TIMEOUT_S,
+        default=default_timeout_s,
         metavar="SECONDS",
-        help=f"deadline of each call (default: {DEFAULT_TIMEOUT_S:g})",
+        help=f"deadline of each call (default: {default_timeout_s:g})",
     )
 
 
@@ -251,6 +267,30 @@ def run_diagnose(args: argparse.Namespace) -> int:
         )
         return _fail("diagnose", message, code=failure.exit_code)
     print(client.format_diagnoses(results))
+    return 0
+
+
+def run_analyze_series(args: argparse.Namespace) -> int:
+    """Analyses one series zip through the gateway and prints its findings."""
+    from medimg_cli import client, series
+
+    problems = client.unreadable_files([args.file])
+    if problems:
+        return _fail("analyze-series", "\n".join(problems), code=2)
+    address = client.gateway_address(args.gateway, os.environ)
+    progress = series.Progress(args.file.stat().st_size)
+    try:
+        response = series.analyze_series(
+            address, args.file, disease=args.disease, timeout_s=args.timeout, on_sent=progress.sent
+        )
+    except client.CallFailed as failure:
+        progress.close()
+        message = client.describe_failure(
+            failure, subject=str(args.file), address=address, timeout_s=args.timeout
+        )
+        return _fail("analyze-series", message, code=failure.exit_code)
+    progress.close()
+    print(series.format_analysis(str(args.file), response))
     return 0
 
 

@@ -101,7 +101,7 @@ def diagnose_files(
                     request, timeout=timeout_s, metadata=((REQUEST_ID_KEY, request_id),)
                 )
             except grpc.RpcError as exc:
-                raise _call_failed(exc, request_id) from None
+                raise call_failed(exc, request_id) from None
             yield path, response
 
 
@@ -117,11 +117,12 @@ def list_models(address: str, *, timeout_s: float) -> list[model_registry_pb2.Re
                 metadata=((REQUEST_ID_KEY, request_id),),
             )
         except grpc.RpcError as exc:
-            raise _call_failed(exc, request_id) from None
+            raise call_failed(exc, request_id) from None
     return list(response.models)
 
 
-def _call_failed(exc: grpc.RpcError, request_id: str) -> CallFailed:
+def call_failed(exc: grpc.RpcError, request_id: str) -> CallFailed:
+    """Returns the CallFailed that describes a failed call."""
     if not isinstance(exc, grpc.Call):
         return CallFailed(grpc.StatusCode.UNKNOWN, str(exc), "", request_id)
     return CallFailed(exc.code(), exc.details() or "", _error_reason(exc), request_id)

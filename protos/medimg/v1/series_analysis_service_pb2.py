@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medimg.v1 import model_info_pb2 as medimg_dot_v1_dot_model__info__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'medimg/v1/series_analysis_service.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"A\n\x14SeriesUploadMetadata\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x18\n\x10total_size_bytes\x18\x02 \x01(\x03\"i\n\x14\x41nalyzeSeriesRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.medimg.v1.SeriesUploadMetadataH\x00\x12\x14\n\nchunk_data\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\":\n\x0fModelSliceScore\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"g\n\x0cSliceFinding\x12\x13\n\x0bslice_index\x18\x01 \x01(\x05\x12\x10\n\x08positive\x18\x02 \x01(\x08\x12\x30\n\x0cmodel_scores\x18\x03 \x03(\x0b\x32\x1a.medimg.v1.ModelSliceScore\"\xc5\x01\n\x15\x41nalyzeSeriesResponse\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x1e\n\x16positive_slice_indices\x18\x02 \x03(\x05\x12\'\n\x06slices\x18\x03 \x03(\x0b\x32\x17.medimg.v1.SliceFinding\x12\x13\n\x0bslice_count\x18\x04 \x01(\x05\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\ndemo_model\x18\x07 \x01(\x08\",\n\x19GetSeriesModelInfoRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"A\n\x1aGetSeriesModelInfoResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.medimg.v1.ModelInfo2\xd0\x01\n\x15SeriesAnalysisService\x12T\n\rAnalyzeSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.AnalyzeSeriesResponse(\x01\x12\x61\n\x12GetSeriesModelInfo\x12$.medimg.v1.GetSeriesModelInfoRequest\x1a%.medimg.v1.GetSeriesModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'medimg/v1/series_analysis_service.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"A\n\x14SeriesUploadMetadata\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x18\n\x10total_size_bytes\x18\x02 \x01(\x03\"i\n\x14\x41nalyzeSeriesRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.medimg.v1.SeriesUploadMetadataH\x00\x12\x14\n\nchunk_data\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\":\n\x0fModelSliceScore\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"g\n\x0cSliceFinding\x12\x13\n\x0bslice_index\x18\x01 \x01(\x05\x12\x10\n\x08positive\x18\x02 \x01(\x08\x12\x30\n\x0cmodel_scores\x18\x03 \x03(\x0b\x32\x1a.medimg.v1.ModelSliceScore\"\xf0\x01\n\x15\x41nalyzeSeriesResponse\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x1e\n\x16positive_slice_indices\x18\x02 \x03(\x05\x12\'\n\x06slices\x18\x03 \x03(\x0b\x32\x17.medimg.v1.SliceFinding\x12\x13\n\x0bslice_count\x18\x04 \x01(\x05\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\ndemo_model\x18\x07 \x01(\x08\x12)\n\x07timings\x18\x08 \x01(\x0b\x32\x18.medimg.v1.SeriesTimings\"H\n\rSeriesTimings\x12\x11\n\tupload_ms\x18\x01 \x01(\x01\x12\x12\n\nprepare_ms\x18\x02 \x01(\x01\x12\x10\n\x08model_ms\x18\x03 \x01(\x01\",\n\x19GetSeriesModelInfoRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"A\n\x1aGetSeriesModelInfoResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.medimg.v1.ModelInfo2\xd0\x01\n\x15SeriesAnalysisService\x12T\n\rAnalyzeSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.AnalyzeSeriesResponse(\x01\x12\x61\n\x12GetSeriesModelInfo\x12$.medimg.v1.GetSeriesModelInfoRequest\x1a%.medimg.v1.GetSeriesModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,11 +41,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SLICEFINDING']._serialized_start=316
   _globals['_SLICEFINDING']._serialized_end=419
   _globals['_ANALYZESERIESRESPONSE']._serialized_start=422
-  _globals['_ANALYZESERIESRESPONSE']._serialized_end=619
-  _globals['_GETSERIESMODELINFOREQUEST']._serialized_start=621
-  _globals['_GETSERIESMODELINFOREQUEST']._serialized_end=665
-  _globals['_GETSERIESMODELINFORESPONSE']._serialized_start=667
-  _globals['_GETSERIESMODELINFORESPONSE']._serialized_end=732
-  _globals['_SERIESANALYSISSERVICE']._serialized_start=735
-  _globals['_SERIESANALYSISSERVICE']._serialized_end=943
+  _globals['_ANALYZESERIESRESPONSE']._serialized_end=662
+  _globals['_SERIESTIMINGS']._serialized_start=664
+  _globals['_SERIESTIMINGS']._serialized_end=736
+  _globals['_GETSERIESMODELINFOREQUEST']._serialized_start=738
+  _globals['_GETSERIESMODELINFOREQUEST']._serialized_end=782
+  _globals['_GETSERIESMODELINFORESPONSE']._serialized_start=784
+  _globals['_GETSERIESMODELINFORESPONSE']._serialized_end=849
+  _globals['_SERIESANALYSISSERVICE']._serialized_start=852
+  _globals['_SERIESANALYSISSERVICE']._serialized_end=1060
 # @@protoc_insertion_point(module_scope)

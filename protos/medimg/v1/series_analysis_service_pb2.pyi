@@ -146,6 +146,7 @@ class AnalyzeSeriesResponse(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     DEMO_MODEL_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
     disease: _builtins.str
     """Disease name that produced the analysis."""
     slice_count: _builtins.int
@@ -164,6 +165,10 @@ class AnalyzeSeriesResponse(_message.Message):
     def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceFinding]:
         """Result of every slice, in anatomical order."""
 
+    @_builtins.property
+    def timings(self) -> Global___SeriesTimings:
+        """Time the service spent on each stage of this analysis."""
+
     def __init__(
         self,
         *,
@@ -174,14 +179,45 @@ class AnalyzeSeriesResponse(_message.Message):
         model_name: _builtins.str = ...,
         model_version: _builtins.str = ...,
         demo_model: _builtins.bool = ...,
+        timings: Global___SeriesTimings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "slice_count", b"slice_count", "slices", b"slices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "slice_count", b"slice_count", "slices", b"slices", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnalyzeSeriesResponse: _TypeAlias = AnalyzeSeriesResponse  # noqa: Y015
+
+@_typing.final
+class SeriesTimings(_message.Message):
+    """Holds the time a series analysis spent in each stage, in milliseconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_MS_FIELD_NUMBER: _builtins.int
+    PREPARE_MS_FIELD_NUMBER: _builtins.int
+    MODEL_MS_FIELD_NUMBER: _builtins.int
+    upload_ms: _builtins.float
+    """Time from the first chunk to the last one spooled to disk."""
+    prepare_ms: _builtins.float
+    """Time to validate the archive, decode every DICOM file and preprocess every slice."""
+    model_ms: _builtins.float
+    """Time the models spent on the slices, batches of both models included."""
+    def __init__(
+        self,
+        *,
+        upload_ms: _builtins.float = ...,
+        prepare_ms: _builtins.float = ...,
+        model_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_ms", b"model_ms", "prepare_ms", b"prepare_ms", "upload_ms", b"upload_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesTimings: _TypeAlias = SeriesTimings  # noqa: Y015
 
 @_typing.final
 class GetSeriesModelInfoRequest(_message.Message):

@@ -1,0 +1,1 @@
+"""Breast-MRI series analysis: DICOM series in, slices that show a tumour out (BreastWise)."""

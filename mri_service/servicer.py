@@ -1,0 +1,186 @@
+"""medimg.v1.SeriesAnalysisService for breast MRI: proto -> ingest -> models -> fusion -> proto."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from medimg.v1 import series_analysis_service_pb2, series_analysis_service_pb2_grpc
+
+from mri_service import convert, domain, fusion
+from mri_service.errors import ModelMismatch
+from mri_service.ingest import load_planes, open_series, spooled_upload
+from mri_service.ingest.limits import IngestLimits
+from mri_service.model_card import ModelCard
+from servicekit.backend import Backend
+from servicekit.errors import ModelNotReady, QueueFull
+from servicekit.server import ServiceBinding
+
+SERVICE_NAME = "medimg.v1.SeriesAnalysisService"
+logger = logging.getLogger(__name__)
+
+
+class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer):
+    """Analyses breast-MRI series; also the server's lifecycle (load, warm up, stop).
+
+    A series is spooled to disk as it arrives, validated and preprocessed in full
+    before any model work (so a bad file late in the series costs no model time), then
+    both models run over it in batches of `batch_slices` on one model thread. At most
+    `max_concurrent` series are prepared or analysed at once; up to `max_queued` more
+    wait, and a call beyond that is refused with RESOURCE_EXHAUSTED at once.
+    """
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        card: ModelCard,
+        *,
+        spool_dir: Path,
+        limits: IngestLimits,
+        batch_slices: int,
+        max_concurrent: int = 2,
+        max_queued: int = 8,
+    ) -> None:
+        missing = set(domain.MODEL_NAMES) - set(backends)
+        if missing:
+            raise ValueError(f"no backend for {', '.join(sorted(missing))}")
+        self._backends = dict(backends)
+        self._card = card
+        self._spool_dir = spool_dir
+        self._limits = limits
+        self._batch_slices = batch_slices
+        self._max_calls = max_concurrent + max_queued
+        self._calls = 0
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._preparer = ThreadPoolExecutor(max_concurrent, thread_name_prefix="mri-prepare")
+        # One model call at a time: torch already uses every core for one batch.
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="mri-model")
+        self._ready = False
+
+    async def start(self) -> None:
+        """Loads both models, checks they fit the card and runs one warm-up batch each.
+
+        Raises:
+            ModelNotReady: a model cannot be loaded or reached, or does not fit the card.
+        """
+        for name, backend in self._backends.items():
+            await asyncio.to_thread(backend.load)
+            info = backend.info()
+            expected = (domain.MODEL_CHANNELS[name], self._card.input_size)
+            if (info.input_channels, info.input_height_px) != expected:
+                raise ModelMismatch(
+                    f"the {name} model takes {info.input_channels} channel(s) at "
+                    f"{info.input_height_px} px, the card says {expected[0]} at {expected[1]} px"
+                )
+            size = self._card.input_size
+            blank = np.zeros((1, domain.MODEL_CHANNELS[name], size, size), dtype=np.float32)
+            await asyncio.get_running_loop().run_in_executor(
+                self._model_thread, backend.predict, blank
+            )
+        self._ready = True
+
+    async def stop(self) -> None:
+        """Stops the worker threads."""
+        self._ready = False
+        self._preparer.shutdown(wait=False, cancel_futures=True)
+        self._model_thread.shutdown(wait=False, cancel_futures=True)
+
+    def _check_ready(self) -> None:
+        if not self._ready:
+            raise ModelNotReady("the MRI models are still loading; retry shortly")
+
+    async def AnalyzeSeries(
+        self,
+        request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
+        context: Any,
+    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+        """Returns the slices that show a tumour, for a series zip streamed in as chunks."""
+        self._check_ready()
+        if self._calls >= self._max_calls:
+            raise QueueFull("too many series are being analysed; retry shortly")
+        self._calls += 1
+        try:
+            return await self._analyse(request_iterator)
+        finally:
+            self._calls -= 1
+
+    async def _analyse(
+        self, requests: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest]
+    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            first = series_analysis_service_pb2.AnalyzeSeriesRequest()
+        metadata = convert.to_upload_metadata(first)
+        started = time.perf_counter()
+        async with spooled_upload(
+            convert.to_chunks(requests),
+            spool_dir=self._spool_dir,
+            limits=self._limits,
+            declared_size=metadata.total_size_bytes or None,
+        ) as zip_path:
+            uploaded = time.perf_counter()
+            async with self._slots:
+                prepare_started = time.perf_counter()
+                loop = asyncio.get_running_loop()
+                planes = await loop.run_in_executor(self._preparer, self._prepare, zip_path)
+        prepared = time.perf_counter()
+        probabilities = await self._predict(domain.model_inputs(planes))
+        finished = time.perf_counter()
+        results = fusion.analyse(probabilities, self._card.threshold)
+        timings = {
+            "upload_ms": (uploaded - started) * 1000,
+            "prepare_ms": (prepared - prepare_started) * 1000,
+            "model_ms": (finished - prepared) * 1000,
+        }
+        logger.info(
+            "analysed %d slices, %d positive (upload %.0f ms, prepare %.0f ms, model %.0f ms)",
+            len(results),
+            sum(r.positive for r in results),
+            *timings.values(),
+        )
+        return convert.to_response(results, self._card, **timings)
+
+    def _prepare(self, zip_path: Path) -> dict[str, np.ndarray]:
+        index = open_series(zip_path, self._limits)
+        return load_planes(index, self._card.input_size)
+
+    async def _predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        scores: dict[str, np.ndarray] = {}
+        for name, batch in inputs.items():
+            backend = self._backends[name]
+            parts = []
+            # Awaiting batch by batch lets a cancelled call stop between batches.
+            for start in range(0, len(batch), self._batch_slices):
+                part = batch[start : start + self._batch_slices]
+                parts.append(await loop.run_in_executor(self._model_thread, backend.predict, part))
+            scores[name] = np.concatenate(parts).reshape(-1)
+        return scores
+
+    async def GetSeriesModelInfo(
+        self, request: series_analysis_service_pb2.GetSeriesModelInfoRequest, context: Any
+    ) -> series_analysis_service_pb2.GetSeriesModelInfoResponse:
+        """Returns the description of the two slice models and how their results are fused."""
+        convert.check_disease(request.disease)
+        self._check_ready()
+        infos = [self._backends[name].info() for name in domain.MODEL_NAMES]
+        return convert.to_model_info_response(self._card, infos)
+
+
+def binding(servicer: MriSeriesServicer) -> ServiceBinding:
+    """Returns the binding that hosts the servicer on a server."""
+
+    def add(server: grpc.aio.Server) -> None:
+        series_analysis_service_pb2_grpc.add_SeriesAnalysisServiceServicer_to_server(
+            servicer, server
+        )
+
+    return ServiceBinding(SERVICE_NAME, add)
