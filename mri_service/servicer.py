@@ -16,7 +16,7 @@ from medimg.v1 import series_analysis_service_pb2, series_analysis_service_pb2_g
 
 from mri_service import convert, domain, fusion
 from mri_service.errors import ModelMismatch
-from mri_service.ingest import load_planes, open_series, spooled_upload
+from mri_service.ingest import load_series, spooled_upload
 from mri_service.ingest.limits import IngestLimits
 from mri_service.model_card import ModelCard
 from servicekit.backend import Backend
@@ -149,8 +149,7 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         return convert.to_response(results, self._card, **timings)
 
     def _prepare(self, zip_path: Path) -> dict[str, np.ndarray]:
-        index = open_series(zip_path, self._limits)
-        return load_planes(index, self._card.input_size)
+        return load_series(zip_path, self._card.input_size, self._limits)
 
     async def _predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()

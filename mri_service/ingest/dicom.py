@@ -1,4 +1,4 @@
-"""Reads one DICOM slice from its bytes: a checked header first, the rescaled pixels later.
+"""Reads one DICOM slice from its bytes: a checked header and, in the same parse, its pixels.
 
 Only the tags the service needs are parsed (pydicom's `specific_tags`), so patient
 names, ids and dates are skipped unread and can reach no message or log. Files are
@@ -84,6 +84,29 @@ def read_header(name: str, data: bytes, limits: IngestLimits) -> SliceHeader:
     Checks that the file is DICOM, its transfer syntax decodes here, it holds one
     greyscale frame of a sane size and pixel data at least as long as declared.
     """
+    return _checked_header(name, data, limits)[0]
+
+
+def read_slice(
+    name: str, data: bytes, limits: IngestLimits, input_size: int
+) -> tuple[SliceHeader, np.ndarray]:
+    """Returns one slice's checked header and its model-sized plane, parsing the file once.
+
+    The plane is `domain.preprocess_slice` of the rescaled pixels. Refuses, naming the
+    entry, what `read_header` refuses and pixel data that does not really decode.
+    """
+    header, ds = _checked_header(name, data, limits)
+    pixels = _pixels(name, ds)
+    if pixels.shape != (header.rows, header.columns):
+        raise _refuse(
+            f"the pixel data of entry {show(name)} is {pixels.shape[0]}x{pixels.shape[1]} "
+            f"but its header declared {header.rows}x{header.columns}; export the series again",
+            "SERIES_UNDECODABLE",
+        )
+    return header, domain.preprocess_slice(pixels, input_size)
+
+
+def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[SliceHeader, Dataset]:
     if data[_DICM_AT : _DICM_AT + 4] != b"DICM":
         raise _refuse(
             f"entry {show(name)} is not a DICOM file (it lacks the DICM marker); the phase "
@@ -109,7 +132,7 @@ def read_header(name: str, data: bytes, limits: IngestLimits) -> SliceHeader:
     along = None
     if orientation is not None and position is not None:
         along = domain.position_along_normal(orientation, position)
-    return SliceHeader(rows, columns, along, orientation, _instance_number(name, ds))
+    return SliceHeader(rows, columns, along, orientation, _instance_number(name, ds)), ds
 
 
 def decode_slice(name: str, data: bytes) -> np.ndarray:
@@ -117,7 +140,10 @@ def decode_slice(name: str, data: bytes) -> np.ndarray:
 
     Refuses a file whose pixel data does not really decode (truncated, damaged, wrong length).
     """
-    ds = _parse(name, data, DECODE_TAGS)
+    return _pixels(name, _parse(name, data, DECODE_TAGS))
+
+
+def _pixels(name: str, ds: Dataset) -> np.ndarray:
     try:
         stored = ds.pixel_array
     except MemoryError:

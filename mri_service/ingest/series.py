@@ -18,7 +18,7 @@ import numpy as np
 from mri_service import domain
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import Source, open_source, show
-from mri_service.ingest.dicom import SliceHeader, decode_slice, read_header
+from mri_service.ingest.dicom import SliceHeader, read_header, read_slice
 from mri_service.ingest.layout import Layout, plan_layout
 from mri_service.ingest.limits import IngestLimits
 
@@ -41,8 +41,7 @@ class PhaseIndex:
 class SeriesIndex:
     """A validated series: where each slice of each phase is, in anatomical order.
 
-    Holds no pixel data and no open file: `load_planes` reopens the source, which
-    must outlive the index (the spooled upload's block, for the service).
+    Holds no pixel data and no open file.
     """
 
     source: Path
@@ -63,20 +62,82 @@ def open_series(source: Path, limits: IngestLimits) -> SeriesIndex:
     """Returns the checked index of a series zip or folder, refusing anything malformed.
 
     Every entry is read once, with its bytes counted against the caps, and its DICOM
-    header checked; pixels are not decoded here (`load_planes` does).
+    header checked; pixels are not decoded (`load_series` decodes them in its one pass).
 
     Raises:
         SeriesRejected: the message names the offending entry.
     """
     with open_source(source, limits) as reader:
-        layout = plan_layout(reader.entries(), limits)
-        reader.check_declared([e for files in layout.phases.values() for e in files.values()])
+        layout = _checked_layout(reader, limits)
         headers = {
             phase: {
                 name: read_header(e.name, reader.read(e.name), limits) for name, e in files.items()
             }
             for phase, files in layout.phases.items()
         }
+    return _index(source, limits, layout, headers)
+
+
+def load_series(
+    source: Path,
+    input_size: int,
+    limits: IngestLimits = DEFAULT_LIMITS,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Returns phase -> float32 (slice_count, input_size, input_size) in anatomical order.
+
+    One pass over the series: each entry is read once (its bytes counted against the
+    caps), its header checked, its pixels decoded, rescaled and reduced to the model's
+    plane by `domain.preprocess_slice` before the next entry is read, so at most one
+    full-size slice is held at once; only the model-sized planes accumulate. The
+    checks across files (sizes within a phase, anatomical order, the same order in
+    every phase) follow once every header is known, still before any model work.
+
+    Args:
+        source: a spooled zip or a folder with the upload's layout.
+        input_size: side of the model's input planes.
+        limits: the caps on the archive and its files.
+        on_progress: called with (slices done, total) after each slice of each phase.
+
+    Raises:
+        SeriesRejected: the message names the offending entry.
+    """
+    if input_size < 1:
+        raise ValueError(f"input_size must be positive, got {input_size}")
+    planes: dict[str, np.ndarray] = {}  # entry name -> plane
+    headers: dict[str, dict[str, SliceHeader]] = {}
+    with open_source(source, limits) as reader:
+        layout = _checked_layout(reader, limits)
+        total, done = len(layout.phases) * layout.slice_count, 0
+        for phase, files in layout.phases.items():
+            headers[phase] = {}
+            for name, entry in files.items():
+                header, planes[entry.name] = read_slice(
+                    entry.name, reader.read(entry.name), limits, input_size
+                )
+                headers[phase][name] = header
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total)
+    index = _index(source, limits, layout, headers)
+    return {
+        phase.phase: np.stack([planes[name] for name in phase.entries]) for phase in index.phases
+    }
+
+
+def _checked_layout(reader: Source, limits: IngestLimits) -> Layout:
+    layout = plan_layout(reader.entries(), limits)
+    reader.check_declared([e for files in layout.phases.values() for e in files.values()])
+    return layout
+
+
+def _index(
+    source: Path,
+    limits: IngestLimits,
+    layout: Layout,
+    headers: dict[str, dict[str, SliceHeader]],
+) -> SeriesIndex:
     names = list(layout.phases[domain.PRE])
     reference = [names[i] for i in _phase_order(layout, domain.PRE, headers[domain.PRE])]
     phases: list[PhaseIndex] = []
@@ -151,58 +212,3 @@ def _check_same_order(layout: Layout, phase: str, order: list[str], reference: l
                 "show the same slice in every phase",
                 reason="SERIES_ORDER",
             )
-
-
-def load_planes(
-    index: SeriesIndex,
-    input_size: int,
-    *,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Returns phase -> float32 (slice_count, input_size, input_size) in anatomical order.
-
-    Decodes one file at a time, applies rescale slope and intercept and
-    `domain.preprocess_slice`, so at most one full-size slice is held at once; only
-    the model-sized planes accumulate.
-
-    Args:
-        index: from `open_series`; its source must still exist.
-        input_size: side of the model's input planes.
-        on_progress: called with (slices done, total) after each slice of each phase.
-
-    Raises:
-        SeriesRejected: a file's pixel data does not decode; the message names it.
-    """
-    if input_size < 1:
-        raise ValueError(f"input_size must be positive, got {input_size}")
-    total = len(index.phases) * index.slice_count
-    planes: dict[str, np.ndarray] = {}
-    done = 0
-    with open_source(index.source, index.limits) as reader:
-        for phase in index.phases:
-            stack = np.empty((index.slice_count, input_size, input_size), dtype=np.float32)
-            for position, name in enumerate(phase.entries):
-                stack[position] = _load_plane(reader, phase, name, input_size)
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, total)
-            planes[phase.phase] = stack
-    return planes
-
-
-def _load_plane(reader: Source, phase: PhaseIndex, name: str, input_size: int) -> np.ndarray:
-    pixels = decode_slice(name, reader.read(name))
-    if pixels.shape != (phase.rows, phase.columns):
-        raise SeriesRejected(
-            f"the pixel data of entry {show(name)} is {pixels.shape[0]}x{pixels.shape[1]} "
-            f"but its header declared {phase.rows}x{phase.columns}; export the series again",
-            reason="SERIES_UNDECODABLE",
-        )
-    return domain.preprocess_slice(pixels, input_size)
-
-
-def load_series(
-    source: Path, input_size: int, limits: IngestLimits = DEFAULT_LIMITS
-) -> dict[str, np.ndarray]:
-    """Returns the planes of a series zip or folder: `open_series` then `load_planes`."""
-    return load_planes(open_series(source, limits), input_size)

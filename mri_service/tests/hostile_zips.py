@@ -21,7 +21,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from mri_service.ingest import IngestLimits, load_planes, open_series, spooled_upload
+from mri_service.ingest import IngestLimits, load_series, spooled_upload
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 
 _LOCAL = b"PK\x03\x04"
@@ -189,7 +189,7 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 async def ingest_zip(
     zip_path: Path, spool_dir: Path, limits: IngestLimits, input_size: int = 16
 ) -> dict[str, np.ndarray]:
-    """Returns the planes of a zip sent the service's way: chunks, spool, open, load."""
+    """Returns the planes of a zip sent the service's way: chunks, spool, load_series."""
     chunks = _chunks(zip_path.read_bytes(), 16 * 1024)
     async with spooled_upload(chunks, spool_dir=spool_dir, limits=limits) as spooled:
-        return load_planes(open_series(spooled, limits), input_size)
+        return load_series(spooled, input_size, limits)

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from mri_service import domain
 from mri_service.domain import PHASES
 from mri_service.errors import SeriesRejected
-from mri_service.ingest import IngestLimits, load_planes, load_series, open_series
+from mri_service.ingest import IngestLimits, load_series, open_series
 from mri_service.ingest.dicom import decode_slice
 from mri_service.phantom import PhantomSeries, PhantomSpec, generate_series, write_series_zip
 from mri_service.tests.hostile_zips import ingest_zip, mutate_dicom, read_entries, write_zip
@@ -225,7 +225,7 @@ async def test_a_negative_rescale_slope_inverts_the_planes(
 def test_it_reports_progress_after_every_slice(shuffled_zip: Path) -> None:
     calls: list[tuple[int, int]] = []
 
-    load_planes(open_series(shuffled_zip, LIMITS), SIZE, on_progress=lambda *a: calls.append(a))
+    load_series(shuffled_zip, SIZE, LIMITS, on_progress=lambda *a: calls.append(a))
 
     total = len(PHASES) * SLICES
     assert calls == [(done, total) for done in range(1, total + 1)]
