@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := all,dev
-PY_SOURCES := servicekit gateway medimg_cli skin_service mri_service tests protos/generate.py
+PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) tests protos/generate.py
 
 .PHONY: help venv run test unit lint format protos bench clean
 

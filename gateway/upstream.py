@@ -25,13 +25,16 @@ Metadata = Sequence[tuple[str, str]]
 
 # Short reconnect backoff so a restarted service is used again within about a second; the
 # min value is also grpc's connect timeout, which keeps a black-holed address from hanging.
-_RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+_CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 1000),
     ("grpc.max_reconnect_backoff_ms", 1000),
     # The gateway retries by itself; grpc's own retry layer would also hold copies of
     # streamed chunks in memory until it commits to an attempt.
     ("grpc.enable_retries", 0),
+    # A headless Service's name resolves to every pod: spread calls over all of them
+    # (the default, pick_first, would send every call to one pod).
+    ("grpc.lb_policy_name", "round_robin"),
 )
 
 
@@ -153,7 +156,7 @@ class ChannelPool:
 
     def __init__(self, *, max_message_bytes: int, tls: UpstreamTls | None) -> None:
         self._options: list[tuple[str, int | str]] = [
-            *_RECONNECT_OPTIONS,
+            *_CHANNEL_OPTIONS,
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]

@@ -43,14 +43,26 @@ class Lifecycle(Protocol):
         ...
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     """Returns the channel options every medimg server uses."""
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
         # Without this, a second server on the same port starts silently and steals calls.
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_seconds > 0:
+        # A client balancing over a headless Service's pod addresses resolves DNS again
+        # only when a connection closes: closing old ones lets new pods receive calls.
+        # Calls in flight on a closing connection get the grace to finish.
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
 
 
 def _server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
@@ -97,7 +109,7 @@ class Server:
         settings = self._settings
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor(settings.component)],
-            options=server_options(settings.max_message_bytes),
+            options=server_options(settings),
         )
         for binding in self._bindings:
             binding.add_to_server(server)

@@ -145,6 +145,8 @@ class ServerSettings:
     max_message_bytes: int
     grace_seconds: float
     drain_delay_seconds: float
+    max_connection_age_seconds: float  # 0: connections live as long as the client keeps them
+    max_connection_age_grace_seconds: float
     tls: TlsSettings | None
     log_level: str
     log_format: str
@@ -189,6 +191,16 @@ class ServerSettings:
             ),
             drain_delay_seconds=env_float(
                 env, f"{prefix}DRAIN_DELAY_SECONDS", 0.0, minimum=0.0, maximum=120.0
+            ),
+            max_connection_age_seconds=env_float(
+                env, f"{prefix}MAX_CONNECTION_AGE_SECONDS", 300.0, minimum=0.0, maximum=86400.0
+            ),
+            max_connection_age_grace_seconds=env_float(
+                env,
+                f"{prefix}MAX_CONNECTION_AGE_GRACE_SECONDS",
+                300.0,
+                minimum=0.0,
+                maximum=86400.0,
             ),
             tls=tls,
             log_level=env_choice(

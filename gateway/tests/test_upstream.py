@@ -6,7 +6,13 @@ import grpc
 import grpc.aio
 import pytest
 
-from gateway.upstream import RetryPolicy, RoundRobin, call_with_retries, upstream_timeout
+from gateway.upstream import (
+    _CHANNEL_OPTIONS,
+    RetryPolicy,
+    RoundRobin,
+    call_with_retries,
+    upstream_timeout,
+)
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -165,3 +171,35 @@ def test_round_robin_falls_back_to_the_next_in_turn_when_none_is_usable() -> Non
     balancer = RoundRobin()
     picks = [balancer.pick("skin", ["a:1", "b:1"], lambda _: False) for _ in range(2)]
     assert picks == ["a:1", "b:1"]
+
+
+async def test_a_name_with_several_addresses_spreads_calls_over_all_of_them() -> None:
+    """A headless Service resolves to every pod; the gateway's channels must use them all."""
+    servers, counts = [], [0, 0]
+    ports = []
+    for index in range(2):
+
+        def handler(request: bytes, context: object, index: int = index) -> bytes:
+            counts[index] += 1
+            return request
+
+        server = grpc.aio.server()
+        generic = grpc.method_handlers_generic_handler(
+            "t.Echo", {"Call": grpc.unary_unary_rpc_method_handler(handler)}
+        )
+        server.add_generic_rpc_handlers((generic,))
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        servers.append(server)
+    target = f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+    try:
+        async with grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS) as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/t.Echo/Call"
+            )
+            for _ in range(10):
+                await call(b"x", timeout=5)
+    finally:
+        for server in servers:
+            await server.stop(0)
+    assert counts[0] > 0 and counts[1] > 0, counts

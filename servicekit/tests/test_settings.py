@@ -92,3 +92,14 @@ def test_a_secret_can_come_from_a_mounted_file(tmp_path: Path) -> None:
         env_secret({"TOKEN": "a", "TOKEN_FILE": str(secret_file)}, "TOKEN")
     with pytest.raises(SettingsError, match="TOKEN_FILE: cannot read"):
         env_secret({"TOKEN_FILE": str(tmp_path / "missing")}, "TOKEN")
+
+
+def test_connections_are_recycled_after_five_minutes_unless_told_otherwise() -> None:
+    from servicekit.server import server_options
+
+    default = dict(server_options(ServerSettings.from_env("X_", default_port=1, env={})))
+    assert default["grpc.max_connection_age_ms"] == 300_000
+    assert default["grpc.max_connection_age_grace_ms"] == 300_000
+    env = {"X_MAX_CONNECTION_AGE_SECONDS": "0"}
+    unlimited = dict(server_options(ServerSettings.from_env("X_", default_port=1, env=env)))
+    assert "grpc.max_connection_age_ms" not in unlimited
