@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS := all,dev
 PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) tests protos/generate.py
 
-.PHONY: help venv run test unit lint format protos bench clean
+.PHONY: help venv run test unit lint format protos bench images clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ bench: venv ## gateway overhead, skin serving, MRI series serving (each prints i
 	$(BIN)/python -m tests.bench.skin_bench || status=1; \
 	$(BIN)/python -m tests.bench.mri_bench || status=1; \
 	exit $$status
+
+images: ## build every container image with docker or podman (cannot run here: no engine; see docker/README.md)
+	scripts/build_images.sh
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import numpy as np
 from medimg.v1 import series_analysis_service_pb2, series_analysis_service_pb2_grpc
+from prometheus_client import Gauge
 
 from mri_service import convert, domain, fusion
 from mri_service.errors import ModelMismatch
@@ -25,6 +26,12 @@ from servicekit.server import ServiceBinding
 
 SERVICE_NAME = "medimg.v1.SeriesAnalysisService"
 logger = logging.getLogger(__name__)
+
+# What an autoscaler reads to add pods before series queue (k8s/components/hpa-queue-depth).
+SERIES_IN_PROGRESS = Gauge(
+    "medimg_series_in_progress",
+    "AnalyzeSeries calls being received, prepared, analysed or waiting for a slot.",
+)
 
 
 class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer):
@@ -106,10 +113,12 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         if self._calls >= self._max_calls:
             raise QueueFull("too many series are being analysed; retry shortly")
         self._calls += 1
+        SERIES_IN_PROGRESS.inc()
         try:
             return await self._analyse(request_iterator)
         finally:
             self._calls -= 1
+            SERIES_IN_PROGRESS.dec()
 
     async def _analyse(
         self, requests: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest]

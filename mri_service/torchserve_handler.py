@@ -142,6 +142,7 @@ class SliceHandler:
     def __init__(self) -> None:
         self.config: SliceModelConfig | None = None
         self._model: torch.nn.Module | None = None
+        self._device = "cpu"
 
     @property
     def initialized(self) -> bool:
@@ -151,8 +152,10 @@ class SliceHandler:
     def initialize(self, context: Any) -> None:
         """Builds the network from the archive's config and loads its state_dict.
 
-        `context` is TorchServe's `ts.context.Context`: only `system_properties
-        ["model_dir"]` (the unpacked archive) and `manifest` are read.
+        `context` is TorchServe's `ts.context.Context`: `system_properties["model_dir"]`
+        (the unpacked archive), `system_properties["gpu_id"]` (set by TorchServe when it
+        gives this worker a GPU) and `manifest` are read. On a GPU the model runs on the
+        worker's device; the answer is the same float32 probabilities either way.
         """
         import torch
 
@@ -163,12 +166,16 @@ class SliceHandler:
         weights = model_dir / context.manifest["model"]["serializedFile"]
         # weights_only: a state_dict is plain tensors; never unpickle arbitrary objects.
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self._model = model.eval()
+        gpu_id = context.system_properties.get("gpu_id")
+        if gpu_id is not None and torch.cuda.is_available():
+            self._device = f"cuda:{gpu_id}"
+        self._model = model.to(self._device).eval()
         self.config = config
         logger.info(
-            "loaded MRI %s model version %d; torch uses %d threads",
+            "loaded MRI %s model version %d on %s; torch uses %d threads",
             config.model,
             config.version,
+            self._device,
             torch.get_num_threads(),
         )
 
@@ -179,8 +186,8 @@ class SliceHandler:
         if self._model is None:
             raise RuntimeError("the handler is not initialized")
         with torch.inference_mode():
-            logits = self._model(torch.from_numpy(slices))
-            probabilities: np.ndarray = torch.sigmoid(logits).numpy()
+            logits = self._model(torch.from_numpy(slices).to(self._device))
+            probabilities: np.ndarray = torch.sigmoid(logits).cpu().numpy()
         return probabilities.astype(np.float32, copy=False).reshape(-1)
 
     def handle(self, requests: Sequence[Mapping[str, Any]]) -> list[bytes]:

@@ -21,6 +21,7 @@ from mri_service.errors import ModelMismatch
 from mri_service.settings import TorchServeSettings
 from mri_service.torchserve_handler import INPUT_KEY, decode_array, encode_array
 from servicekit.backend import ModelInfo
+from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
 from servicekit.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -39,9 +40,6 @@ MODEL_NOT_FOUND_TEXT = "Model not found"
 # 503 "Prediction failed", which reaches a gRPC caller as UNAVAILABLE.
 HANDLER_FAILED_TEXT = "Prediction failed"
 KEY_VARIABLE = "MRI_TORCHSERVE_INFERENCE_KEY"
-
-# The client side must not be what limits a batch; TorchServe's max_request_size is.
-_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
 class TorchServeBackend:
@@ -64,7 +62,9 @@ class TorchServeBackend:
             else ()
         )
         self._lock = threading.Lock()
-        self._channel = grpc.insecure_channel(settings.address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(
+            settings.address, options=MODEL_SERVER_CHANNEL_OPTIONS
+        )
         self._stub = inference_pb2_grpc.InferenceAPIsServiceStub(self._channel)
         self._info: ModelInfo | None = None
 

@@ -280,3 +280,19 @@ async def test_real_torch_models_analyse_the_series(
     assert response.slice_count == 10
     for finding in response.slices:
         assert all(0.0 <= s.probability <= 1.0 for s in finding.model_scores)
+
+
+async def test_series_in_progress_are_counted_for_the_autoscaler(
+    series_zip: Path, spool: Path
+) -> None:
+    from mri_service.servicer import SERIES_IN_PROGRESS
+
+    backends = doubles()
+    async with serving(backends, spool) as stub:
+        backends["single"].gate.clear()
+        call = asyncio.create_task(analyse(stub, series_zip.read_bytes()))
+        await asyncio.sleep(1.0)
+        assert SERIES_IN_PROGRESS._value.get() == 1
+        backends["single"].gate.set()
+        await call
+    assert SERIES_IN_PROGRESS._value.get() == 0

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from servicekit.backend import ModelInfo
+from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
 from servicekit.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -34,10 +35,6 @@ from skin_service.settings import TfServingSettings
 logger = logging.getLogger(__name__)
 
 SIGNATURE_DEF_FIELD = "signature_def"
-
-# A batch of up to SKIN_BATCH_MAX_SIZE images must fit in one message; TF Serving's own
-# server accepts messages up to 2 GiB.
-_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 # Status codes of a Predict call, as the caller should see them. Messages never carry
 # TF Serving's address or its details, which go to the log instead.
@@ -80,7 +77,9 @@ class TfServingBackend:
         self._model_dir = model_dir
         self._settings = settings
         self._lock = threading.Lock()
-        self._channel = grpc.insecure_channel(settings.address, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(
+            settings.address, options=MODEL_SERVER_CHANNEL_OPTIONS
+        )
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._input_key = ""
         self._output_key = ""

@@ -1,0 +1,507 @@
+"""Every overlay renders, validates against the Kubernetes schemas and holds together."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.registry import parse_routes_document
+from tests.k8s import policy
+from tests.k8s.render import (
+    K8S_DIR,
+    OVERLAYS,
+    KubectlMissing,
+    Manifest,
+    describe,
+    find,
+    label,
+    render,
+    render_with_components,
+    validate,
+)
+
+Objects = list[Manifest]
+
+COMPONENTS = {
+    "gateway": "gateway",
+    "skin": "service",
+    "mri": "service",
+    "tfserving": "model-server",
+    "torchserve": "model-server",
+    "web": "web",
+}
+AUTOSCALED = ("skin", "mri", "tfserving", "torchserve")
+GRPC_SERVICES = ("gateway", "skin", "mri", "tfserving", "torchserve")
+ROLES = {"web", "gateway", "service", "model-server", "datastore"}
+NAME, PART_OF, ROLE = "app.kubernetes.io/name", "app.kubernetes.io/part-of", "medimg.io/role"
+QUEUE_DEPTH = K8S_DIR / "components" / "hpa-queue-depth"
+
+
+def _of_kind(objects: Objects, kind: str) -> list[Manifest]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def _config(objects: Objects, name: str) -> dict[str, str]:
+    """The data of the ConfigMap kustomize generated from `name` (its name has a hash suffix)."""
+    for obj in _of_kind(objects, "ConfigMap"):
+        if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", obj["metadata"]["name"]):
+            data: dict[str, str] = obj["data"]
+            return data
+    raise LookupError(f"no ConfigMap generated from {name}")
+
+
+def _pod_spec(obj: Mapping[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
+def _all_containers(obj: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = _pod_spec(obj)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def _main_container(obj: Mapping[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = _pod_spec(obj)["containers"][0]
+    return container
+
+
+def _properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs if not key.startswith("#")}
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def queue_depth(tmp_path_factory: pytest.TempPathFactory) -> Objects:
+    """The GPU overlay with the queue-depth autoscaling component added."""
+    try:
+        return render_with_components(
+            [K8S_DIR / "overlays" / "gpu"], [QUEUE_DEPTH], tmp_path_factory.mktemp("queue-depth")
+        )
+    except KubectlMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def test_it_fails_with_a_clear_message_when_kubectl_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(KubectlMissing, match="kubectl is not on PATH"):
+        render(K8S_DIR / "overlays" / "cpu")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_it_renders_every_component_of_every_overlay(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    for name in COMPONENTS:
+        for kind in ("ServiceAccount", "Deployment", "Service", "PodDisruptionBudget"):
+            find(objects, kind, name)
+    for name in AUTOSCALED:
+        target = find(objects, "HorizontalPodAutoscaler", name)["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", name)
+    find(objects, "Ingress", "web")
+    find(objects, "Job", "web-migrate")
+    assert {obj["metadata"].get("namespace") for obj in objects if obj["kind"] != "Namespace"} == {
+        "medimg"
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_against_the_kubernetes_schemas(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    assert validate(rendered[overlay]) == []
+
+
+def test_it_reports_objects_that_break_the_schema(rendered: dict[str, Objects]) -> None:
+    objects = copy.deepcopy(rendered["cpu"])
+    _main_container(find(objects, "Deployment", "skin"))["readinessProbe"]["grpcc"] = {}
+    find(objects, "HorizontalPodAutoscaler", "mri")["apiVersion"] = "autoscaling/v9"
+
+    errors = validate(objects)
+
+    assert len(errors) == 2
+    assert errors[0].startswith("Deployment/skin: spec.template.spec.containers.0.readinessProbe")
+    assert "HorizontalPodAutoscaler/mri" in errors[1]
+
+
+def test_the_queue_depth_variant_renders_validates_and_scales_services_on_pod_metrics(
+    queue_depth: Objects,
+) -> None:
+    assert validate(queue_depth) == []
+    assert policy.check(queue_depth, policy.rules_for("gpu")) == []
+    for name, metric in (
+        ("skin", "medimg_batcher_queue_depth"),
+        ("mri", "medimg_series_in_progress"),
+    ):
+        metrics = find(queue_depth, "HorizontalPodAutoscaler", name)["spec"]["metrics"]
+        assert [m["type"] for m in metrics] == ["Pods", "Resource"]
+        assert metrics[0]["pods"]["metric"]["name"] == metric
+
+
+def test_the_adapter_rules_serve_the_metrics_the_queue_depth_hpas_use(queue_depth: Objects) -> None:
+    rules = yaml.safe_load((QUEUE_DEPTH / "prometheus-adapter-rules.yaml").read_text())
+    served = {rule["name"]["as"] for rule in rules["rules"]["custom"]}
+    used = {
+        metric["pods"]["metric"]["name"]
+        for hpa in _of_kind(queue_depth, "HorizontalPodAutoscaler")
+        for metric in hpa["spec"]["metrics"]
+        if metric["type"] == "Pods"
+    }
+    assert used == served
+    # The series the rules read are the ones servicekit and mri_service export.
+    root = K8S_DIR.parent
+    source = "".join(
+        (root / path).read_text() for path in ("servicekit/metrics.py", "mri_service/servicer.py")
+    )
+    for rule in rules["rules"]["custom"]:
+        exported = rule["name"]["matches"].strip("^$").removesuffix("_sum")
+        assert f'"{exported}"' in source
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_are_headless_and_name_their_port_grpc(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    for name in GRPC_SERVICES:
+        spec = find(rendered[overlay], "Service", name)["spec"]
+        assert spec.get("clusterIP") == "None", name
+        assert [port["name"] for port in spec["ports"]] == ["grpc"], name
+        assert spec["ports"][0]["targetPort"] == "grpc", name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_and_pod_carries_the_medimg_labels(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    for obj in rendered[overlay]:
+        assert label(obj, PART_OF) == "medimg", describe(obj)
+        assert label(obj, NAME), describe(obj)
+    for owner, template in policy.pod_templates(rendered[overlay]):
+        labels = template["metadata"]["labels"]
+        assert labels[NAME] == label(owner, NAME), describe(owner)
+        assert labels[PART_OF] == "medimg", describe(owner)
+        assert labels[ROLE] in ROLES, describe(owner)
+        assert labels[ROLE] == label(owner, ROLE), describe(owner)
+    for name, role in COMPONENTS.items():
+        assert label(find(rendered[overlay], "Deployment", name), ROLE) == role
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_selects_pods_of_the_render(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    templates = [template for _, template in policy.pod_templates(rendered[overlay])]
+    for service in _of_kind(rendered[overlay], "Service"):
+        selector = {"matchLabels": service["spec"]["selector"]}
+        matching = [
+            t for t in templates if policy.selector_matches(selector, t["metadata"]["labels"])
+        ]
+        assert len(matching) == 1, describe(service)
+        ports = {p["name"] for c in matching[0]["spec"]["containers"] for p in c.get("ports", [])}
+        assert {port["targetPort"] for port in service["spec"]["ports"]} <= ports
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_allow_by_role_only(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    policies = {
+        obj["metadata"]["name"]: obj["spec"] for obj in _of_kind(rendered[overlay], "NetworkPolicy")
+    }
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    allowed = set()
+    for spec in policies.values():
+        target = spec["podSelector"].get("matchLabels", {})
+        assert set(target) <= {ROLE}, spec
+        for rule in spec.get("ingress", []):
+            for peer in rule["from"]:
+                if "namespaceSelector" in peer:
+                    continue
+                source = peer["podSelector"]["matchLabels"]
+                assert set(source) == {ROLE}, spec
+                allowed.add((source[ROLE], target[ROLE]))
+    assert allowed == {
+        ("web", "gateway"),
+        ("gateway", "service"),
+        ("service", "model-server"),
+        ("web", "datastore"),
+    }
+    # Services and model servers are reached by the port name, so every one must have it.
+    for obj, template in policy.pod_templates(rendered[overlay]):
+        if template["metadata"]["labels"][ROLE] in ("service", "model-server"):
+            names = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
+            assert "grpc" in names, describe(obj)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_gateway_route_points_at_a_grpc_service_of_the_render(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    routes = parse_routes_document(
+        yaml.safe_load(_config(objects, "gateway-registry")["registry.yaml"])
+    )
+    assert {"skin", "mri"} <= set(routes)
+    mounted = _config(objects, "gateway-config")["GATEWAY_REGISTRY_FILE"]
+    mounts = _main_container(find(objects, "Deployment", "gateway"))["volumeMounts"]
+    registry = next(mount for mount in mounts if mount["name"] == "registry")
+    assert f"{registry['mountPath']}/registry.yaml" == mounted
+    for route in routes.values():
+        for address in route.addresses:
+            host, port = address.rsplit(":", 1)
+            service = find(objects, "Service", host)
+            assert service["spec"]["clusterIP"] == "None", address
+            assert int(port) in [p["port"] for p in service["spec"]["ports"]], address
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_listens_in_the_pod_and_calls_its_model_server_service(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    for name, prefix, setting, server in (
+        ("skin", "SKIN_", "SKIN_TFSERVING_ADDRESS", "tfserving"),
+        ("mri", "MRI_", "MRI_TORCHSERVE_ADDRESS", "torchserve"),
+    ):
+        config = _config(objects, f"{name}-config")
+        assert config[f"{prefix}HOST"] == "0.0.0.0"
+        assert config[f"{prefix}LOG_FORMAT"] == "json"
+        assert config[f"{prefix}BACKEND"] == server
+        port = int(config[f"{prefix}PORT"])
+        container = _main_container(find(objects, "Deployment", name))
+        assert container["readinessProbe"]["grpc"]["port"] == port
+        assert container["livenessProbe"]["grpc"]["port"] == port
+        host, server_port = config[setting].rsplit(":", 1)
+        assert host == server
+        assert int(server_port) in [
+            p["port"] for p in find(objects, "Service", server)["spec"]["ports"]
+        ]
+    assert _config(objects, "gateway-config")["GATEWAY_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_termination_grace_period_covers_the_drain_delay_and_the_grace(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    for name, prefix in (("gateway", "GATEWAY_"), ("skin", "SKIN_"), ("mri", "MRI_")):
+        config = _config(rendered[overlay], f"{name}-config")
+        needed = float(config[f"{prefix}DRAIN_DELAY_SECONDS"]) + float(
+            config[f"{prefix}GRACE_SECONDS"]
+        )
+        period = _pod_spec(find(rendered[overlay], "Deployment", name))[
+            "terminationGracePeriodSeconds"
+        ]
+        assert needed >= 5
+        assert period >= needed + 5, name
+        assert float(config[f"{prefix}MAX_CONNECTION_AGE_SECONDS"]) > 0, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_deployments_scaled_by_an_autoscaler_leave_the_replica_count_to_it(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    scaled = {
+        hpa["spec"]["scaleTargetRef"]["name"]
+        for hpa in _of_kind(rendered[overlay], "HorizontalPodAutoscaler")
+    }
+    assert set(AUTOSCALED) <= scaled
+    for deployment in _of_kind(rendered[overlay], "Deployment"):
+        has_replicas = "replicas" in deployment["spec"]
+        assert has_replicas != (deployment["metadata"]["name"] in scaled), describe(deployment)
+
+
+def test_the_cpu_overlay_runs_one_of_everything_with_datastores_in_the_cluster(
+    rendered: dict[str, Objects],
+) -> None:
+    objects = rendered["cpu"]
+    for obj in _of_kind(objects, "Deployment") + _of_kind(objects, "StatefulSet"):
+        assert obj["spec"].get("replicas", 1) == 1, describe(obj)
+    for hpa in _of_kind(objects, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["minReplicas"] == 1, describe(hpa)
+    assert {describe(o) for o in _of_kind(objects, "StatefulSet")} == {
+        "StatefulSet/postgres",
+        "StatefulSet/redis",
+    }
+    assert (
+        _main_container(find(objects, "Deployment", "tfserving"))["image"]
+        == "tensorflow/serving:2.19.0"
+    )
+    assert (
+        _main_container(find(objects, "Deployment", "torchserve"))["image"]
+        == "pytorch/torchserve:0.12.0-cpu"
+    )
+    web = _env(_main_container(find(objects, "Deployment", "web")))
+    assert web["DATABASE_URL"]["value"].endswith("@postgres:5432/medimg")
+    assert web["REDIS_URL"]["value"].endswith("@redis:6379/0")
+
+
+def test_the_gpu_overlay_reads_datastore_urls_from_a_secret_and_scales_out(
+    rendered: dict[str, Objects],
+) -> None:
+    objects = rendered["gpu"]
+    assert _of_kind(objects, "StatefulSet") == []
+    for name in ("web", "web-migrate"):
+        kind = "Job" if name == "web-migrate" else "Deployment"
+        for container in _all_containers(find(objects, kind, name)):
+            reference = _env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            assert reference == {"name": "web-datastores", "key": "database-url"}
+    for name in ("tfserving", "torchserve"):
+        deployment = find(objects, "Deployment", name)
+        assert _main_container(deployment)["image"].endswith("-gpu")
+        assert _pod_spec(deployment)["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {t["key"] for t in _pod_spec(deployment)["tolerations"]} == {"nvidia.com/gpu"}
+    for name in ("skin", "mri"):
+        assert find(objects, "HorizontalPodAutoscaler", name)["spec"]["minReplicas"] > 1
+    assert find(objects, "Deployment", "gateway")["spec"]["replicas"] > 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_torchserve_serves_both_models_without_tokens_and_takes_a_whole_batch(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    settings = _properties(_config(objects, "torchserve-config")["config.properties"])
+    mri = _config(objects, "mri-config")
+    batch_bytes = int(mri["MRI_BATCH_SLICES"]) * 3 * 128 * 128 * 4
+    assert int(settings["max_request_size"]) >= 2 * batch_bytes
+    assert settings["disable_token_authorization"] == "true"
+    assert "MRI_TORCHSERVE_INFERENCE_KEY" not in mri
+    assert settings["enable_model_api"] == "false"
+    assert settings["load_models"] == "mri-single=mri-single.mar,mri-scantype=mri-scantype.mar"
+    assert settings["model_store"] == "/home/model-server/model-store"
+    assert settings["grpc_inference_address"] == "0.0.0.0"
+    assert mri["MRI_TORCHSERVE_ADDRESS"] == f"torchserve:{settings['grpc_inference_port']}"
+    assert settings["management_address"].startswith("http://127.0.0.1:")
+    args = _main_container(find(objects, "Deployment", "torchserve"))["args"]
+    assert args[-1] == "/home/model-server/config/config.properties"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tfserving_serves_the_skin_model_where_the_init_container_puts_it(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    deployment = find(rendered[overlay], "Deployment", "tfserving")
+    args = _main_container(deployment)["args"]
+    for arg in (
+        "--model_name=skin",
+        "--model_base_path=/models/skin",
+        "--port=8500",
+        "--rest_api_port=8501",
+    ):
+        assert arg in args
+    init = _pod_spec(deployment)["initContainers"][0]
+    assert init["image"] == "medimg/skin-model:0.1.0"
+    assert init["command"][-1] == "/models/skin/"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_configmap_a_pod_uses_is_rendered(rendered: dict[str, Objects], overlay: str) -> None:
+    names = {obj["metadata"]["name"] for obj in _of_kind(rendered[overlay], "ConfigMap")}
+    for obj, template in policy.pod_templates(rendered[overlay]):
+        used = [
+            v["configMap"]["name"] for v in template["spec"].get("volumes", []) if "configMap" in v
+        ]
+        for _, container in policy.containers(template):
+            used += [
+                e["configMapRef"]["name"]
+                for e in container.get("envFrom", [])
+                if "configMapRef" in e
+            ]
+        assert set(used) <= names, describe(obj)
+
+
+def _secrets_used(objects: Objects) -> set[str]:
+    used = set()
+    for _, template in policy.pod_templates(objects):
+        used |= {
+            v["secret"]["secretName"] for v in template["spec"].get("volumes", []) if "secret" in v
+        }
+        for _, container in policy.containers(template):
+            for item in container.get("env", []):
+                reference = item.get("valueFrom", {}).get("secretKeyRef")
+                if reference:
+                    used.add(reference["name"])
+    for ingress in _of_kind(objects, "Ingress"):
+        used |= {tls["secretName"] for tls in ingress["spec"].get("tls", [])}
+    return used
+
+
+def test_no_secret_is_committed_and_every_one_used_is_documented(
+    rendered: dict[str, Objects],
+) -> None:
+    readme = (K8S_DIR / "README.md").read_text()
+    for overlay in OVERLAYS:
+        assert _of_kind(rendered[overlay], "Secret") == []
+        used = _secrets_used(rendered[overlay])
+        assert used, overlay
+        for name in used:
+            assert f"kubectl -n medimg create secret generic {name}" in readme or (
+                f"kubectl -n medimg create secret tls {name}" in readme
+            ), name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_keeps_websockets_open_and_takes_an_mri_upload(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    ingress = find(rendered[overlay], "Ingress", "web")
+    annotations = ingress["metadata"]["annotations"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{timeout}"]) >= 3600
+    body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert int(body.removesuffix("m")) * 1024 * 1024 >= int(
+        _config(rendered[overlay], "mri-config")["MRI_MAX_UPLOAD_BYTES"]
+    )
+    hosts = [rule["host"] for rule in ingress["spec"]["rules"]]
+    assert ingress["spec"]["tls"][0]["hosts"] == hosts
+    allowed = _config(rendered[overlay], "web-config")["ALLOWED_HOSTS"].split(",")
+    assert set(hosts) <= set(allowed)
+    assert "localhost" in allowed  # the Host header of the kubelet's probes
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_migration_job_runs_before_web_pods_start(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    job = find(objects, "Job", "web-migrate")
+    web = find(objects, "Deployment", "web")
+    migrate = _main_container(job)
+    assert migrate["command"] == ["python", "web/manage.py", "migrate", "--noinput"]
+    assert migrate["image"] == _main_container(web)["image"] == "medimg/web:0.1.0"
+    assert job["spec"]["backoffLimit"] > 0
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    wait = _pod_spec(web)["initContainers"][0]
+    assert "migrate --check" in wait["command"][-1]
+    assert wait["image"] == migrate["image"]
+    assert {"DATABASE_URL", "SECRET_KEY"} <= set(_env(wait)) & set(_env(migrate))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_directories_the_services_write_are_writable_mounts(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    for name, setting in (("gateway", "GATEWAY_STATE_DIR"), ("mri", "MRI_SPOOL_DIR")):
+        path = _config(rendered[overlay], f"{name}-config")[setting]
+        deployment = find(rendered[overlay], "Deployment", name)
+        mount = next(
+            m for m in _main_container(deployment)["volumeMounts"] if m["mountPath"] == path
+        )
+        assert not mount.get("readOnly", False), setting
+        volume = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+        assert "emptyDir" in volume, setting

@@ -1,0 +1,428 @@
+"""Static checks of the container images: docker/*.Dockerfile, .dockerignore, build_images.sh.
+
+No engine is needed: tests/support/dockerfile.py parses the Dockerfiles, and each of its rules
+(a function returning violations) runs here on the real files and on a deliberately broken
+text, which proves that it can fail. The expected values are the conventions of issue 7.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
+from mri_service.archive import archive_name
+from mri_service.domain import MODEL_NAMES
+from mri_service.settings import DEFAULT_PORT as MRI_PORT
+from skin_service.settings import DEFAULT_PORT as SKIN_PORT
+from tests.support.dockerfile import (
+    CPU_TORCH_INDEX,
+    Stage,
+    check_archiver_only,
+    check_artifact_image,
+    check_container_env,
+    check_copies_only,
+    check_copy_sources_exist,
+    check_copy_sources_kept,
+    check_cpu_torch,
+    check_entrypoint,
+    check_installs_only,
+    check_mri_archives,
+    check_multi_stage,
+    check_no_healthcheck,
+    check_pinned_bases,
+    check_runs_as_non_root,
+    check_runtime_copies_only_venv,
+    check_skin_layout,
+    commands,
+    copy_parts,
+    copy_sources,
+    ignore_rules,
+    is_ignored,
+    parse_dockerfile,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+BUILD_SCRIPT = ROOT / "scripts" / "build_images.sh"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+VERSION: str = PYPROJECT["project"]["version"]
+EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
+
+
+@dataclass(frozen=True)
+class ServiceImage:
+    """A component image of the conventions: its module, extra, env prefix and port."""
+
+    name: str
+    module: str
+    extra: str
+    prefix: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ArtifactImage:
+    """A model-artifact image: the folder it holds and where its init container copies it."""
+
+    name: str
+    holds: str
+    target: str
+
+
+SERVICES = (
+    ServiceImage("gateway", "gateway", "gateway", "GATEWAY_", 50051),
+    ServiceImage("skin", "skin_service", "skin", "SKIN_", 50061),
+    ServiceImage("mri", "mri_service", "mri", "MRI_", 50062),
+    ServiceImage("web", "web", "web", "WEB_", 8000),
+)
+ARTIFACTS = (
+    ArtifactImage("skin-model", "/artifacts/skin", "/models/skin"),
+    ArtifactImage("mri-model", "/artifacts/model-store", "/home/model-server/model-store"),
+)
+IMAGE_NAMES = tuple(image.name for image in (*SERVICES, *ARTIFACTS))
+MRI_ARCHIVES = ("mri-single.mar", "mri-scantype.mar")
+# What every component image copies besides its own package: the project's metadata, the
+# generated contracts, the service kit and the `medimg` command (the project's entry point).
+SHARED_SOURCES = {"pyproject.toml", "README.md", "protos", "servicekit", "medimg_cli"}
+
+
+# --- the repository's files --------------------------------------------------------------
+
+
+def dockerfile_text(name: str) -> str:
+    return (DOCKER / f"{name}.Dockerfile").read_text()
+
+
+def stages_of(name: str) -> list[Stage]:
+    return parse_dockerfile(dockerfile_text(name))
+
+
+def pin_in(extra: str, package: str) -> str:
+    pins = [r.split("==", 1)[1] for r in EXTRAS[extra] if r.startswith(f"{package}==")]
+    assert len(pins) == 1, f"pyproject's {extra} extra should pin {package} once"
+    return pins[0]
+
+
+def broken(name: str, old: str, new: str) -> list[Stage]:
+    """Returns the stages of a real Dockerfile with one edit, asserting that the edit applies."""
+    text = dockerfile_text(name)
+    assert old in text, f"{old!r} not in {name}.Dockerfile: update this test"
+    return parse_dockerfile(text.replace(old, new))
+
+
+def test_it_knows_every_dockerfile_in_docker() -> None:
+    assert sorted(p.name for p in DOCKER.glob("*.Dockerfile")) == sorted(
+        f"{name}.Dockerfile" for name in IMAGE_NAMES
+    )
+
+
+def test_it_parses_continuations_flags_and_stage_names() -> None:
+    stages = parse_dockerfile(
+        "ARG X=1\nFROM --platform=linux/amd64 a:1.2.3 AS one\n# note\nRUN a \\\n"
+        "  # inside\n  && b\nFROM one\nCOPY --from=one --chown=1:1 /x /y\n"
+    )
+    assert [(s.base, s.name) for s in stages] == [("a:1.2.3", "one"), ("one", None)]
+    assert commands(stages[0]) == [["a"], ["b"]]
+    assert copy_parts(stages[1].all("COPY")[0]) == ({"from": "one", "chown": "1:1"}, ["/x"], "/y")
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_it_finds_every_image_multi_stage_pinned_non_root_and_probe_free(name: str) -> None:
+    stages = stages_of(name)
+    assert check_multi_stage(stages) == []
+    assert check_pinned_bases(stages) == []
+    assert check_runs_as_non_root(stages) == []
+    assert check_no_healthcheck(stages) == []
+
+
+@pytest.mark.parametrize("image", SERVICES, ids=lambda i: i.name)
+def test_it_finds_each_component_image_to_the_conventions(image: ServiceImage) -> None:
+    stages = stages_of(image.name)
+    assert image.extra in EXTRAS
+    assert check_installs_only(stages, {image.extra}) == []
+    assert check_copies_only(stages, SHARED_SOURCES | {image.module}) == []
+    assert check_entrypoint(stages, image.module) == []
+    assert check_runtime_copies_only_venv(stages) == []
+    assert check_container_env(stages, image.prefix, image.port) == []
+
+
+def test_it_exposes_the_port_each_service_listens_on_by_default() -> None:
+    ports = {i.name: i.port for i in SERVICES}
+    assert (ports["gateway"], ports["skin"], ports["mri"]) == (GATEWAY_PORT, SKIN_PORT, MRI_PORT)
+
+
+def test_it_takes_torch_for_the_mri_image_from_the_cpu_index() -> None:
+    assert check_cpu_torch(stages_of("mri"), pin_in("mri", "torch")) == []
+
+
+@pytest.mark.parametrize("image", ARTIFACTS, ids=lambda i: i.name)
+def test_it_finds_the_artifact_images_at_the_conventions_paths(image: ArtifactImage) -> None:
+    assert check_artifact_image(stages_of(image.name), image.holds, image.target) == []
+
+
+def test_it_lays_out_the_skin_model_for_tf_serving() -> None:
+    assert check_skin_layout(stages_of("skin-model")) == []
+
+
+def test_it_packs_the_mri_archives_the_conventions_name_with_the_archiver_only() -> None:
+    assert [f"{archive_name(name)}.mar" for name in MODEL_NAMES] == list(MRI_ARCHIVES)
+    stages = stages_of("mri-model")
+    assert check_mri_archives(stages, MRI_ARCHIVES) == []
+    assert check_installs_only(stages, set()) == []
+    assert (
+        check_archiver_only(
+            stages, f"torch-model-archiver=={pin_in('torchserve', 'torch-model-archiver')}"
+        )
+        == []
+    )
+
+
+@pytest.mark.parametrize("name", IMAGE_NAMES)
+def test_it_copies_only_paths_that_exist_and_that_the_context_keeps(name: str) -> None:
+    stages = stages_of(name)
+    assert copy_sources(stages)
+    assert check_copy_sources_exist(stages, ROOT) == []
+    assert check_copy_sources_kept(stages, (ROOT / ".dockerignore").read_text()) == []
+
+
+def test_it_leaves_the_environment_caches_and_tests_out_of_the_context() -> None:
+    rules = ignore_rules((ROOT / ".dockerignore").read_text())
+    left_out = [
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".env",
+        "tests/test_protos.py",
+        "gateway/tests/test_main.py",
+        "var/gateway/routes.json",
+        "servicekit/__pycache__/server.cpython-311.pyc",
+        "medimg.egg-info/PKG-INFO",
+        ".mypy_cache/3.11/x.json",
+    ]
+    kept = ["pyproject.toml", "README.md", "skin_service/models/skin-demo/1/saved_model.pb"]
+    assert [p for p in left_out if not is_ignored(p, rules)] == []
+    assert [p for p in kept if is_ignored(p, rules)] == []
+    assert not is_ignored("a/b", ignore_rules("a\n!a/b\n"))
+
+
+# --- each rule fails on a broken Dockerfile ------------------------------------------------
+
+PYTHON_BASE = "docker.io/library/python:3.11.14-slim-bookworm"
+
+
+def test_it_rejects_a_single_stage_image() -> None:
+    assert check_multi_stage(parse_dockerfile("FROM a:1.2.3\nUSER 10001:10001\n"))
+
+
+@pytest.mark.parametrize("base", ["python", "python:latest", "python:3.11-slim", "${BASE}"])
+def test_it_rejects_a_base_that_is_not_pinned(base: str) -> None:
+    assert check_pinned_bases(broken("gateway", f"{PYTHON_BASE} AS build", f"{base} AS build"))
+
+
+def test_it_accepts_a_base_pinned_by_digest() -> None:
+    digest = f"python@sha256:{'0' * 64} AS build"
+    assert check_pinned_bases(broken("gateway", f"{PYTHON_BASE} AS build", digest)) == []
+
+
+@pytest.mark.parametrize("user", ["", "USER root\n", "USER 0\n", "USER 10001:0\n", "USER 1000\n"])
+def test_it_rejects_a_final_stage_without_the_non_root_user(user: str) -> None:
+    assert check_runs_as_non_root(broken("skin", "USER 10001:10001\n", user))
+
+
+def test_it_rejects_a_healthcheck() -> None:
+    assert check_no_healthcheck(broken("skin", "ENTRYPOINT", "HEALTHCHECK CMD true\nENTRYPOINT"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('".[skin]"', '".[all]"'),
+        ('".[skin]"', '".[skin,dev]"'),
+        ('".[skin]"', '-e ".[skin]"'),
+        ('--no-cache-dir ".[skin]"', '".[skin]"'),
+        ('pip install --no-cache-dir ".[skin]"', "true"),
+    ],
+)
+def test_it_rejects_an_image_that_installs_more_than_its_extra(old: str, new: str) -> None:
+    assert check_installs_only(broken("skin", old, new), {"skin"})
+
+
+def test_it_rejects_an_image_that_copies_another_components_package() -> None:
+    stages = broken("skin", "COPY skin_service/", "COPY gateway/ gateway/\nCOPY skin_service/")
+    assert check_copies_only(stages, SHARED_SOURCES | {"skin_service"})
+
+
+@pytest.mark.parametrize("new", ['["python", "-m", "gateway"]', "python -m skin_service"])
+def test_it_rejects_an_entrypoint_that_runs_another_module(new: str) -> None:
+    stages = broken("skin", '["python", "-m", "skin_service"]', new)
+    assert check_entrypoint(stages, "skin_service")
+
+
+CPU_INSTALL = f'--index-url {CPU_TORCH_INDEX} "torch==2.13.0"'
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("--index-url", "--extra-index-url"),
+        (f"--index-url {CPU_TORCH_INDEX} ", ""),
+        ('"torch==2.13.0"', '"torch"'),
+        ('".[mri]"', f'".[mri]" && pip install --no-cache-dir {CPU_INSTALL}'),
+        (f"pip install --no-cache-dir {CPU_INSTALL}", "true"),
+    ],
+)
+def test_it_rejects_torch_that_could_come_from_pypi(old: str, new: str) -> None:
+    assert check_cpu_torch(broken("mri", old, new), pin_in("mri", "torch"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("USER 10001:10001", "COPY gateway/ /app/gateway/\nUSER 10001:10001"),
+        (f"{PYTHON_BASE} AS runtime", "docker.io/library/python:3.11.14-slim-trixie AS runtime"),
+    ],
+)
+def test_it_rejects_a_runtime_stage_with_more_than_the_venv(old: str, new: str) -> None:
+    assert check_runtime_copies_only_venv(broken("gateway", old, new))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    PYTHONUNBUFFERED=1 \\\n", ""),
+        ("GATEWAY_HOST=0.0.0.0", "GATEWAY_HOST=127.0.0.1"),
+        ("EXPOSE 50051", "EXPOSE 50052"),
+    ],
+)
+def test_it_rejects_a_container_environment_off_the_conventions(old: str, new: str) -> None:
+    assert check_container_env(broken("gateway", old, new), "GATEWAY_", 50051)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("COPY --from=layout /artifacts/skin/ /artifacts/skin/", "COPY --from=layout / /"),
+        ("/models/skin/", "/models/other/"),
+    ],
+)
+def test_it_rejects_an_artifact_image_off_the_conventions_paths(old: str, new: str) -> None:
+    assert check_artifact_image(broken("skin-model", old, new), "/artifacts/skin", "/models/skin")
+
+
+def test_it_rejects_a_skin_model_outside_its_version_folder() -> None:
+    stages = broken("skin-model", "/ /artifacts/skin/1/", "/ /artifacts/skin/")
+    assert check_skin_layout(stages)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("--out /artifacts/model-store", "--out /artifacts/model-store --prefix x-"),
+        ("--out /artifacts/model-store \\", "--out /tmp/store \\"),
+        ("test -f /artifacts/model-store/mri-scantype.mar", "true"),
+    ],
+)
+def test_it_rejects_mri_archives_off_the_conventions(old: str, new: str) -> None:
+    assert check_mri_archives(broken("mri-model", old, new), MRI_ARCHIVES)
+
+
+@pytest.mark.parametrize("new", ['"torchserve==0.12.0" "torch-model-archiver==0.12.0"', "torch"])
+def test_it_rejects_an_archive_stage_that_installs_more_than_the_archiver(new: str) -> None:
+    stages = broken("mri-model", '"torch-model-archiver==0.12.0"', new)
+    assert check_archiver_only(stages, "torch-model-archiver==0.12.0")
+
+
+def test_it_rejects_a_copy_of_a_folder_that_was_renamed() -> None:
+    stages = broken("gateway", "COPY servicekit/ servicekit/", "COPY service_kit/ service_kit/")
+    assert check_copy_sources_exist(stages, ROOT)
+
+
+def test_it_rejects_a_copy_that_the_context_leaves_out() -> None:
+    dockerignore = (ROOT / ".dockerignore").read_text() + "servicekit\n"
+    assert check_copy_sources_kept(stages_of("gateway"), dockerignore)
+
+
+# --- scripts/build_images.sh ---------------------------------------------------------------
+
+
+def run_build_script(
+    tmp_path: Path, script: str, *, web: bool, info_rc: int = 0, path: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Runs the script in a copy of the repository's top with a stub `docker` that records."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "build_images.sh").write_text(script)
+    shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")
+    if web:
+        (repo / "web").mkdir()
+        (repo / "web" / "manage.py").write_text("")
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    calls = tmp_path / "calls"
+    (stub / "docker").write_text(
+        f'#!/bin/sh\n[ "$1" = info ] && exit {info_rc}\necho "$*" >> {shlex.quote(str(calls))}\n'
+    )
+    (stub / "docker").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "CONTAINER_ENGINE"}
+    env["PATH"] = path if path is not None else f"{stub}{os.pathsep}{env.get('PATH', '')}"
+    bash = shutil.which("bash")
+    assert bash is not None
+    result = subprocess.run(
+        [bash, "scripts/build_images.sh"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def check_build_calls(calls: Sequence[str], names: Sequence[str]) -> list[str]:
+    expected = [f"build -f docker/{n}.Dockerfile -t medimg/{n}:{VERSION} ." for n in names]
+    return [] if list(calls) == expected else [f"built {list(calls)}, not {expected}"]
+
+
+def script_text() -> str:
+    return BUILD_SCRIPT.read_text()
+
+
+def test_it_finds_the_build_script_valid_bash() -> None:
+    subprocess.run(["bash", "-n", str(BUILD_SCRIPT)], check=True)
+    assert os.access(BUILD_SCRIPT, os.X_OK)
+
+
+@pytest.mark.parametrize("web", [True, False], ids=["web-present", "web-pending"])
+def test_it_builds_exactly_the_conventions_tags(tmp_path: Path, web: bool) -> None:
+    result, calls = run_build_script(tmp_path, script_text(), web=web)
+    assert result.returncode == 0, result.stderr
+    names = [n for n in IMAGE_NAMES if web or n != "web"]
+    assert check_build_calls(calls, names) == []
+    assert web or f"skipping medimg/web:{VERSION}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(" mri-model)", ")"), ('tag="medimg/$name:$version"', 'tag="medimg/$name:latest"')],
+)
+def test_it_rejects_a_build_script_off_the_conventions(tmp_path: Path, old: str, new: str) -> None:
+    assert old in script_text()
+    _, calls = run_build_script(tmp_path, script_text().replace(old, new), web=True)
+    assert check_build_calls(calls, IMAGE_NAMES)
+
+
+def test_it_stops_with_a_message_when_no_engine_is_on_path(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result, calls = run_build_script(tmp_path, script_text(), web=True, path=str(empty))
+    assert (result.returncode, calls) == (1, [])
+    assert "neither docker nor podman is on PATH" in result.stderr
+
+
+def test_it_stops_with_a_message_when_the_engine_does_not_answer(tmp_path: Path) -> None:
+    result, calls = run_build_script(tmp_path, script_text(), web=True, info_rc=1)
+    assert (result.returncode, calls) == (1, [])
+    assert "no engine answers" in result.stderr
