@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in ("up", "serve") and components.PLUGIN_ERROR:
+        # A plug-in's component.json is broken: starting without it would hide the problem.
+        return _fail(args.command, components.PLUGIN_ERROR, code=2)
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
@@ -122,6 +125,40 @@ def build_parser() -> argparse.ArgumentParser:
         "arguments", nargs=argparse.REMAINDER, help="the trainer's own options, passed through"
     )
     train.set_defaults(run=run_train)
+
+    new_service = commands.add_parser(
+        "new-service",
+        help="scaffold a new disease service, such as `medimg new-service retina --labels a,b`",
+        description="Writes <NAME>_service/ (servicer on servicekit, embedded backend, demo "
+        "model writer, training command, tests) and its entries in k8s/ (base file, overlay "
+        "patches, gateway registry) and .env.example. Refuses to overwrite anything; "
+        "docs/adding-a-disease.md walks through what comes next.",
+    )
+    new_service.add_argument(
+        "name", help="disease name: 1 to 20 lower-case letters or digits, such as retina"
+    )
+    new_service.add_argument(
+        "--labels",
+        required=True,
+        metavar="A,B,C",
+        help="2 to 20 labels in the model's output order, such as normal,glaucoma",
+    )
+    new_service.add_argument(
+        "--framework",
+        choices=("keras", "torch"),
+        default="keras",
+        help="keras (a SavedModel, as TF Serving serves) or torch (TorchScript); default keras",
+    )
+    new_service.add_argument(
+        "--port", type=int, help="its gRPC port (default: the first free one from 50070)"
+    )
+    new_service.add_argument(
+        "--root",
+        type=Path,
+        default=components.REPOSITORY_ROOT,
+        help=f"the medimg checkout to write into (default: {components.REPOSITORY_ROOT})",
+    )
+    new_service.set_defaults(run=run_new_service)
     return parser
 
 
@@ -315,6 +352,10 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.disease.isidentifier():
         return _fail("train", f"not a disease name: {args.disease!r}", code=2)
     module_name = f"{args.disease}_service.train"
+    plugin = components.BY_NAME.get(args.disease)
+    if plugin is not None and plugin.package_dir is not None:
+        # A plug-in scaffolded after `pip install -e .` is unknown to the installed finder.
+        sys.path.insert(0, str(plugin.package_dir.parent))
     try:
         trainer = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -324,6 +365,37 @@ def run_train(args: argparse.Namespace) -> int:
         return _fail("train", f"{args.disease} has no trainer (no module {module_name})", code=2)
     code: int = trainer.main(list(args.arguments))
     return code
+
+
+def run_new_service(args: argparse.Namespace) -> int:
+    """Scaffolds a disease service into the checkout and says what to do next."""
+    from medimg_cli.scaffold.generate import plan_service
+    from medimg_cli.scaffold.spec import ScaffoldError, build_spec
+
+    root = args.root.resolve()
+    try:
+        spec = build_spec(
+            root, name=args.name, labels=args.labels, framework=args.framework, port=args.port
+        )
+        plan = plan_service(root, spec)
+        plan.write()
+    except ScaffoldError as exc:
+        return _fail("new-service", str(exc), code=2)
+    labels = ", ".join(spec.labels)
+    print(f"wrote {spec.module}/ ({spec.framework}, port {spec.port}, labels {labels})")
+    for path in (*plan.created, *plan.edited):
+        print(f"  {'added' if path in plan.created else 'edited'} {path}")
+    for note in plan.notes:
+        print(f"  note: {note}")
+    print(
+        "next:\n"
+        f"  python -m {spec.module}.demo_model      # the demo model (not for clinical use)\n"
+        f"  python -m pytest {spec.module} -q       # its tests\n"
+        f"  medimg up                               # the stack, {spec.name} included\n"
+        f"  medimg diagnose --disease {spec.name} image.png\n"
+        "  see docs/adding-a-disease.md for training, model servers and Kubernetes"
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -221,5 +221,7 @@ def format_models(models: Sequence[model_registry_pb2.RegisteredModel]) -> str:
         )
     lines = [format_table(headers, rows, right=frozenset({5}))]
     if any(entry.HasField("model") and entry.model.demo_model for entry in models):
-        lines.append("(demo) models are trained on generated data: not for clinical use")
+        lines.append(
+            "(demo) models are demonstrations (generated data or untrained): not for clinical use"
+        )
     return "\n".join(lines)

@@ -2,13 +2,17 @@
 # Builds medimg's container images (what `make images` runs); see docker/README.md.
 #
 #   scripts/build_images.sh                     every image
-#   scripts/build_images.sh skin mri            only these (names from the table below)
+#   scripts/build_images.sh skin mri            only these (names from the list below)
+#   scripts/build_images.sh retina              a plug-in disease service (medimg new-service)
 #   scripts/build_images.sh -- --platform linux/amd64   extra arguments for every build
 #
 # Each image is built from the repository root as context (.dockerignore trims it) and
 # tagged medimg/<name>:<version>, the version being pyproject.toml's. The engine is
 # $CONTAINER_ENGINE, else docker, else podman. Until web/ exists (issue 5) the web image is
 # skipped with a message: its Dockerfile is written to the web tier's contract.
+# Besides the built-in images, every plug-in disease service is built: a
+# <name>_service/component.json whose docker/<name>.Dockerfile exists (both written by
+# `medimg new-service <name>`), found here, never listed.
 set -euo pipefail
 
 # Before anything else, and with shell builtins only, so that the message is the first thing
@@ -45,6 +49,24 @@ cd "$script_dir/.."
 # The image names, in build order, each built from docker/<name>.Dockerfile.
 images=(gateway skin mri web skin-model mri-model)
 
+# Then the plug-ins, in the order medimg starts them: by folder name, in byte order whatever
+# the locale. The folder names the plug-in (medimg refuses a component.json that sits
+# anywhere but <name>_service/), so no JSON is read here.
+LC_ALL=C
+no_dockerfile=()
+for manifest in *_service/component.json; do
+  [ -f "$manifest" ] || continue # the pattern matched nothing
+  name="${manifest%_service/component.json}"
+  for known in "${images[@]}"; do
+    [ "$known" = "$name" ] && continue 2
+  done
+  if [ -f "docker/$name.Dockerfile" ]; then
+    images+=("$name")
+  else
+    no_dockerfile+=("$name")
+  fi
+done
+
 version=""
 while IFS= read -r line; do
   if [[ "$line" =~ ^version[[:space:]]*=[[:space:]]*\"([^\"]+)\" ]]; then
@@ -69,6 +91,12 @@ while [ "$#" -gt 0 ]; do
   for name in "${images[@]}"; do
     [ "$name" = "$1" ] && known=yes
   done
+  for name in ${no_dockerfile[@]+"${no_dockerfile[@]}"}; do
+    if [ "$name" = "$1" ]; then
+      echo "build_images: ${name}_service has no docker/$name.Dockerfile; see docker/README.md" >&2
+      exit 2
+    fi
+  done
   if [ -z "$known" ]; then
     echo "build_images: unknown image '$1'; known: ${images[*]}" >&2
     exit 2
@@ -76,10 +104,16 @@ while [ "$#" -gt 0 ]; do
   selected+=("$1")
   shift
 done
-[ "${#selected[@]}" -gt 0 ] || selected=("${images[@]}")
 
 built=()
 skipped=()
+if [ "${#selected[@]}" -eq 0 ]; then
+  selected=("${images[@]}")
+  for name in ${no_dockerfile[@]+"${no_dockerfile[@]}"}; do
+    echo "==> skipping medimg/$name:$version: ${name}_service has no docker/$name.Dockerfile (docker/README.md)"
+    skipped+=("medimg/$name:$version")
+  done
+fi
 for name in "${selected[@]}"; do
   tag="medimg/$name:$version"
   if [ "$name" = web ] && [ ! -f web/manage.py ]; then

@@ -3,10 +3,15 @@
 No engine is needed: tests/support/dockerfile.py parses the Dockerfiles, and each of its rules
 (a function returning violations) runs here on the real files and on a deliberately broken
 text, which proves that it can fail. The expected values are the conventions of issue 7.
+A plug-in disease service's Dockerfile (docker/<name>.Dockerfile beside a
+<name>_service/component.json, written by `medimg new-service`) follows the same rules;
+services scaffolded into a small checkout in a tmp dir prove it, and that the build script
+finds them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -19,12 +24,17 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
+from medimg_cli.__main__ import main as medimg
+from medimg_cli.components import Component, ServiceKind, plugin_launch
+from medimg_cli.scaffold.image import render_dockerfile
+from medimg_cli.scaffold.spec import ServiceSpec
 from mri_service.archive import archive_name
 from mri_service.domain import MODEL_NAMES
 from mri_service.settings import DEFAULT_PORT as MRI_PORT
 from skin_service.settings import DEFAULT_PORT as SKIN_PORT
 from tests.support.dockerfile import (
     CPU_TORCH_INDEX,
+    SHARED_SOURCES,
     Stage,
     check_archiver_only,
     check_artifact_image,
@@ -34,20 +44,27 @@ from tests.support.dockerfile import (
     check_copy_sources_kept,
     check_cpu_torch,
     check_entrypoint,
+    check_installs_exactly,
     check_installs_only,
     check_mri_archives,
     check_multi_stage,
     check_no_healthcheck,
     check_pinned_bases,
+    check_plugin_image,
     check_runs_as_non_root,
     check_runtime_copies_only_venv,
     check_skin_layout,
     commands,
     copy_parts,
     copy_sources,
+    framework_of,
+    framework_pins,
     ignore_rules,
     is_ignored,
     parse_dockerfile,
+    plugin_dockerfiles,
+    plugin_image_violations,
+    unknown_dockerfiles,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,9 +107,6 @@ ARTIFACTS = (
 )
 IMAGE_NAMES = tuple(image.name for image in (*SERVICES, *ARTIFACTS))
 MRI_ARCHIVES = ("mri-single.mar", "mri-scantype.mar")
-# What every component image copies besides its own package: the project's metadata, the
-# generated contracts, the service kit and the `medimg` command (the project's entry point).
-SHARED_SOURCES = {"pyproject.toml", "README.md", "protos", "servicekit", "medimg_cli"}
 
 
 # --- the repository's files --------------------------------------------------------------
@@ -121,8 +135,10 @@ def broken(name: str, old: str, new: str) -> list[Stage]:
 
 def test_it_knows_every_dockerfile_in_docker() -> None:
     assert sorted(p.name for p in DOCKER.glob("*.Dockerfile")) == sorted(
-        f"{name}.Dockerfile" for name in IMAGE_NAMES
+        f"{name}.Dockerfile"
+        for name in (*IMAGE_NAMES, *(plugin.name for plugin in plugin_dockerfiles(ROOT)))
     )
+    assert unknown_dockerfiles(ROOT, IMAGE_NAMES) == []
 
 
 def test_it_parses_continuations_flags_and_stage_names() -> None:
@@ -158,6 +174,13 @@ def test_it_finds_each_component_image_to_the_conventions(image: ServiceImage) -
 def test_it_exposes_the_port_each_service_listens_on_by_default() -> None:
     ports = {i.name: i.port for i in SERVICES}
     assert (ports["gateway"], ports["skin"], ports["mri"]) == (GATEWAY_PORT, SKIN_PORT, MRI_PORT)
+
+
+def test_it_finds_every_plugin_image_in_docker_to_the_conventions() -> None:
+    # The plug-ins of this checkout with a docker/<name>.Dockerfile (none until one is added).
+    plugins = plugin_dockerfiles(ROOT)
+    violations = {plugin.name: plugin_image_violations(ROOT, plugin) for plugin in plugins}
+    assert {name: found for name, found in violations.items() if found} == {}
 
 
 def test_it_takes_torch_for_the_mri_image_from_the_cpu_index() -> None:
@@ -350,13 +373,168 @@ def test_it_rejects_a_copy_that_the_context_leaves_out() -> None:
     assert check_copy_sources_kept(stages_of("gateway"), dockerignore)
 
 
+# --- plug-in images (`medimg new-service`) ------------------------------------------------
+
+EYE = Component("eye", "eye_service", "EYE_", 50070, ServiceKind.IMAGE, plugin_launch)
+
+
+def plugin_text(framework: str) -> str:
+    """Returns the Dockerfile `medimg new-service eye` writes for the framework."""
+    spec = ServiceSpec("eye", ("normal", "cataract"), framework, EYE.default_port)
+    return render_dockerfile(spec, PYPROJECT)
+
+
+def plugin_violations(framework: str, text: str) -> list[str]:
+    stages = parse_dockerfile(text)
+    return check_plugin_image(stages, EYE, framework, framework_pins(PYPROJECT, framework))
+
+
+def broken_plugin(framework: str, old: str, new: str) -> list[str]:
+    """Returns the violations of eye's generated Dockerfile with one edit."""
+    text = plugin_text(framework)
+    assert old in text, f"{old!r} not in the generated {framework} Dockerfile: update this test"
+    return plugin_violations(framework, text.replace(old, new))
+
+
+def write_component(root: Path, name: str, port: int = 50070) -> None:
+    """Writes <root>/<name>_service/component.json as `medimg new-service` does."""
+    row = {"name": name, "module": f"{name}_service", "prefix": f"{name.upper()}_"}
+    path = root / f"{name}_service" / "component.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**row, "port": port, "kind": "image"}))
+
+
+def test_it_takes_each_frameworks_pins_from_the_built_in_service_of_that_framework() -> None:
+    assert framework_pins(PYPROJECT, "torch") == (f"torch=={pin_in('mri', 'torch')}",)
+    assert framework_pins(PYPROJECT, "keras") == (
+        f"tensorflow=={pin_in('skin', 'tensorflow')}",
+        f"keras=={pin_in('skin', 'keras')}",
+    )
+
+
+def test_it_reads_requirements_past_pip_options_and_the_project() -> None:
+    stages = parse_dockerfile(
+        "FROM a:1.2.3 AS b\nRUN pip install --no-cache-dir -i https://x/simple --find-links /w"
+        ' "torch==1.0" "." && pip install --no-cache-dir --index-url=https://y "keras==2.0"\n'
+    )
+    assert check_installs_exactly(stages, ["torch==1.0", "keras==2.0"]) == []
+    assert check_installs_exactly(stages, ["torch==1.0"]) == [
+        "installs keras==2.0: not one of ['torch==1.0']"
+    ]
+    assert check_installs_exactly(stages, ["torch==1.0", "keras==2.0", "numpy==2.0"]) == [
+        "never installs numpy==2.0"
+    ]
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_it_finds_a_generated_plugin_image_to_the_conventions(framework: str) -> None:
+    assert plugin_violations(framework, plugin_text(framework)) == []
+
+
+@pytest.mark.parametrize(
+    ("framework", "old", "new"),
+    [
+        ("torch", '"."', '".[all]"'),
+        ("torch", '"."', '".[dev]"'),
+        ("keras", '"."', '".[skin]"'),
+        ("torch", '"."', '-e "."'),
+        ("torch", '"torch==2.13.0"', '"torch==2.13.0" "torchvision==0.28.0"'),
+        ("torch", f"--index-url {CPU_TORCH_INDEX} ", ""),
+        ("torch", '"."', '"." "torch==2.13.0"'),
+        ("keras", ' "keras==3.15.1"', ""),
+        ("keras", '"tensorflow==2.21.0"', '"tensorflow[and-cuda]==2.21.0"'),
+        ("keras", '"tensorflow==2.21.0"', '"tensorflow"'),
+        ("keras", '"tensorflow==2.21.0"', '"tensorflow==2.21.0" "tensorflow-serving-api==2.21.0"'),
+        ("torch", '"-m", "eye_service"', '"-m", "skin_service"'),
+        ("keras", "EYE_PORT=50070", "EYE_PORT=50071"),
+        ("torch", "COPY eye_service/", "COPY skin_service/ skin_service/\nCOPY eye_service/"),
+        ("keras", "USER 10001:10001", "USER root"),
+        ("torch", "ENTRYPOINT", "HEALTHCHECK CMD true\nENTRYPOINT"),
+        ("keras", "COPY --from=build /opt/venv /opt/venv", "COPY --from=build /src /src"),
+    ],
+)
+def test_it_rejects_a_plugin_image_off_the_conventions(framework: str, old: str, new: str) -> None:
+    assert broken_plugin(framework, old, new)
+
+
+def test_it_tells_a_plugin_dockerfile_from_an_unknown_one(tmp_path: Path) -> None:
+    (tmp_path / "docker").mkdir()
+    for name in ("gateway", "eye", "lung", "other"):
+        (tmp_path / "docker" / f"{name}.Dockerfile").write_text("FROM a:1.2.3\n")
+    write_component(tmp_path, "eye")
+    (tmp_path / "lung_service").mkdir()  # a package, but no plug-in: no component.json
+    assert [plugin.name for plugin in plugin_dockerfiles(tmp_path)] == ["eye"]
+    assert unknown_dockerfiles(tmp_path, ["gateway"]) == ["lung", "other"]
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ({"model.py": "import torch\n"}, "torch"),
+        ({"model.py": "from keras import layers\n", "io.py": "import tensorflow as tf\n"}, "keras"),
+        ({"model.py": "import torch\n", "export.py": "import keras\n"}, None),
+        ({"model.py": "import numpy\n", "tests/test_x.py": "import torch\n"}, None),
+    ],
+)
+def test_it_reads_a_plugins_framework_from_its_imports(
+    tmp_path: Path, sources: dict[str, str], expected: str | None
+) -> None:
+    for name, text in sources.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert framework_of(tmp_path) == expected
+
+
+@pytest.fixture
+def scaffolded(tmp_path: Path) -> Path:
+    """Returns a small checkout into which `medimg new-service` wrote eye (torch), lung (keras).
+
+    It holds what the scaffolder needs (pyproject.toml and the three package folders, here
+    stand-ins), docker/, .dockerignore, the build script and the images' other COPY sources.
+    """
+    root = tmp_path / "medimg"
+    root.mkdir()
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(DOCKER, root / "docker")
+    (root / "scripts").mkdir()
+    shutil.copy(BUILD_SCRIPT, root / "scripts" / BUILD_SCRIPT.name)
+    for package in ("servicekit", "gateway", "medimg_cli", "protos"):
+        (root / package).mkdir()
+        (root / package / "__init__.py").write_text('"""A stand-in."""\n')
+    for name, framework in (("eye", "torch"), ("lung", "keras")):
+        argv = ["new-service", name, "--labels", "normal,cataract", "--framework", framework]
+        assert medimg([*argv, "--root", str(root)]) == 0
+    return root
+
+
+def test_it_scaffolds_plugin_images_that_pass_every_rule(scaffolded: Path) -> None:
+    plugins = plugin_dockerfiles(scaffolded)
+    assert [(p.name, p.default_port) for p in plugins] == [("eye", 50070), ("lung", 50071)]
+    assert [framework_of(p.package_dir) for p in plugins if p.package_dir] == ["torch", "keras"]
+    assert {p.name: plugin_image_violations(scaffolded, p) for p in plugins} == {
+        "eye": [],
+        "lung": [],
+    }
+    assert unknown_dockerfiles(scaffolded, IMAGE_NAMES) == []
+
+
+def test_it_finds_a_plugin_image_whose_package_is_left_out_of_the_context(
+    scaffolded: Path,
+) -> None:
+    with (scaffolded / ".dockerignore").open("a") as dockerignore:
+        dockerignore.write("eye_service\n")
+    (eye, _) = plugin_dockerfiles(scaffolded)
+    assert plugin_image_violations(scaffolded, eye) == [
+        "COPY eye_service: left out by .dockerignore"
+    ]
+
+
 # --- scripts/build_images.sh ---------------------------------------------------------------
 
 
-def run_build_script(
-    tmp_path: Path, script: str, *, web: bool, info_rc: int = 0, path: str | None = None
-) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """Runs the script in a copy of the repository's top with a stub `docker` that records."""
+def make_repo(tmp_path: Path, script: str, *, web: bool) -> Path:
+    """Returns a copy of the repository's top: the script and pyproject.toml, maybe web/."""
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     (repo / "scripts" / "build_images.sh").write_text(script)
@@ -364,8 +542,15 @@ def run_build_script(
     if web:
         (repo / "web").mkdir()
         (repo / "web" / "manage.py").write_text("")
+    return repo
+
+
+def run_build_script(
+    tmp_path: Path, repo: Path, *args: str, info_rc: int = 0, path: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Runs the repo's script with a stub `docker` that records; returns it and the calls."""
     stub = tmp_path / "bin"
-    stub.mkdir()
+    stub.mkdir(parents=True)
     calls = tmp_path / "calls"
     (stub / "docker").write_text(
         f'#!/bin/sh\n[ "$1" = info ] && exit {info_rc}\necho "$*" >> {shlex.quote(str(calls))}\n'
@@ -376,7 +561,7 @@ def run_build_script(
     bash = shutil.which("bash")
     assert bash is not None
     result = subprocess.run(
-        [bash, "scripts/build_images.sh"], cwd=repo, env=env, capture_output=True, text=True
+        [bash, "scripts/build_images.sh", *args], cwd=repo, env=env, capture_output=True, text=True
     )
     return result, calls.read_text().splitlines() if calls.exists() else []
 
@@ -397,7 +582,7 @@ def test_it_finds_the_build_script_valid_bash() -> None:
 
 @pytest.mark.parametrize("web", [True, False], ids=["web-present", "web-pending"])
 def test_it_builds_exactly_the_conventions_tags(tmp_path: Path, web: bool) -> None:
-    result, calls = run_build_script(tmp_path, script_text(), web=web)
+    result, calls = run_build_script(tmp_path, make_repo(tmp_path, script_text(), web=web))
     assert result.returncode == 0, result.stderr
     names = [n for n in IMAGE_NAMES if web or n != "web"]
     assert check_build_calls(calls, names) == []
@@ -410,19 +595,60 @@ def test_it_builds_exactly_the_conventions_tags(tmp_path: Path, web: bool) -> No
 )
 def test_it_rejects_a_build_script_off_the_conventions(tmp_path: Path, old: str, new: str) -> None:
     assert old in script_text()
-    _, calls = run_build_script(tmp_path, script_text().replace(old, new), web=True)
+    repo = make_repo(tmp_path, script_text().replace(old, new), web=True)
+    _, calls = run_build_script(tmp_path, repo)
     assert check_build_calls(calls, IMAGE_NAMES)
 
 
 def test_it_stops_with_a_message_when_no_engine_is_on_path(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result, calls = run_build_script(tmp_path, script_text(), web=True, path=str(empty))
+    repo = make_repo(tmp_path, script_text(), web=True)
+    result, calls = run_build_script(tmp_path, repo, path=str(empty))
     assert (result.returncode, calls) == (1, [])
     assert "neither docker nor podman is on PATH" in result.stderr
 
 
 def test_it_stops_with_a_message_when_the_engine_does_not_answer(tmp_path: Path) -> None:
-    result, calls = run_build_script(tmp_path, script_text(), web=True, info_rc=1)
+    repo = make_repo(tmp_path, script_text(), web=True)
+    result, calls = run_build_script(tmp_path, repo, info_rc=1)
     assert (result.returncode, calls) == (1, [])
     assert "no engine answers" in result.stderr
+
+
+BUILT_IN_NOW = [n for n in IMAGE_NAMES if n != "web"]  # web/ is not in a scaffolded checkout
+
+
+def test_it_builds_the_scaffolded_plugins_after_the_built_in_images(
+    tmp_path: Path, scaffolded: Path
+) -> None:
+    result, calls = run_build_script(tmp_path, scaffolded)
+    assert result.returncode == 0, result.stderr
+    assert check_build_calls(calls, [*BUILT_IN_NOW, "eye", "lung"]) == []
+
+
+def test_it_builds_one_plugin_by_name(tmp_path: Path, scaffolded: Path) -> None:
+    result, calls = run_build_script(tmp_path, scaffolded, "lung")
+    assert result.returncode == 0, result.stderr
+    assert check_build_calls(calls, ["lung"]) == []
+
+
+def test_it_skips_a_plugin_without_a_dockerfile_and_says_so(
+    tmp_path: Path, scaffolded: Path
+) -> None:
+    (scaffolded / "docker" / "lung.Dockerfile").unlink()
+    result, calls = run_build_script(tmp_path, scaffolded)
+    assert result.returncode == 0, result.stderr
+    assert check_build_calls(calls, [*BUILT_IN_NOW, "eye"]) == []
+    assert f"skipping medimg/lung:{VERSION}: lung_service has no docker/lung.Dockerfile" in (
+        result.stdout
+    )
+    result, calls = run_build_script(tmp_path / "again", scaffolded, "lung")
+    assert (result.returncode, calls) == (2, [])
+    assert "lung_service has no docker/lung.Dockerfile" in result.stderr
+
+
+def test_it_refuses_an_image_it_does_not_know(tmp_path: Path) -> None:
+    result, calls = run_build_script(tmp_path, make_repo(tmp_path, script_text(), web=True), "eye")
+    assert (result.returncode, calls) == (2, [])
+    assert "unknown image 'eye'" in result.stderr

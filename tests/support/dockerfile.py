@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from medimg_cli.components import Component, discover_plugins
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 RUNTIME_USER = "10001:10001"
@@ -20,6 +23,21 @@ VENV = "/opt/venv"
 PENDING_SOURCES = ("web",)
 # A torch requirement (not torch-model-archiver, not torchvision).
 TORCH = re.compile(r"torch(\[[^\]]*\])?([=<>~!].*)?")
+# What every component image copies besides its own package: the project's metadata, the
+# generated contracts, the service kit and the `medimg` command (the project's entry point).
+SHARED_SOURCES = frozenset({"pyproject.toml", "README.md", "protos", "servicekit", "medimg_cli"})
+# A plug-in has no extra: its image installs the project bare plus its framework, pinned as
+# in the extra of the built-in service of the same framework (what the scaffolder reads).
+PLUGIN_FRAMEWORKS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "torch": ("mri", ("torch",)),
+    "keras": ("skin", ("tensorflow", "keras")),
+}
+# pip options whose next word is a value, not a requirement.
+PIP_VALUE_OPTIONS = frozenset({"--index-url", "-i", "--extra-index-url", "--find-links", "-f"})
+_FRAMEWORK_IMPORTS = {
+    "torch": re.compile(r"(?m)^\s*(import|from) torch\b"),
+    "keras": re.compile(r"(?m)^\s*(import|from) (keras|tensorflow)\b"),
+}
 
 
 # --- the parser -------------------------------------------------------------------------
@@ -292,6 +310,35 @@ def check_mri_archives(stages: Sequence[Stage], archives: Sequence[str]) -> list
     return violations
 
 
+def requirements_installed(stages: Sequence[Stage]) -> list[str]:
+    """Returns every requirement of every pip install, in order: neither options nor `.`."""
+    found = []
+    for args in pip_installs(stages):
+        value_next = False
+        for word in args:
+            if value_next:
+                value_next = False
+            elif word in PIP_VALUE_OPTIONS:
+                value_next = True
+            elif not word.startswith("-") and project_extras(word) is None:
+                found.append(word)
+    return found
+
+
+def check_installs_exactly(stages: Sequence[Stage], requirements: Sequence[str]) -> list[str]:
+    """Besides the project, the pip installs take these requirements, each once, nothing else."""
+    installed = requirements_installed(stages)
+    return (
+        [
+            f"installs {r}: not one of {list(requirements)}"
+            for r in installed
+            if r not in requirements
+        ]
+        + [f"installs {r} more than once" for r in requirements if installed.count(r) > 1]
+        + [f"never installs {r}" for r in requirements if r not in installed]
+    )
+
+
 def check_archiver_only(stages: Sequence[Stage], archiver: str) -> list[str]:
     """The archive stage installs the project and the pinned archiver, neither torch nor TS."""
     violations = []
@@ -312,7 +359,7 @@ def copy_sources(stages: Sequence[Stage]) -> list[str]:
     ]
 
 
-def check_copies_only(stages: Sequence[Stage], allowed: set[str]) -> list[str]:
+def check_copies_only(stages: Sequence[Stage], allowed: Collection[str]) -> list[str]:
     """The context paths copied are these (another component's package stays out)."""
     return [
         f"COPY {s}: not one of {sorted(allowed)}" for s in copy_sources(stages) if s not in allowed
@@ -358,4 +405,97 @@ def check_copy_sources_kept(stages: Sequence[Stage], dockerignore: str) -> list[
     rules = ignore_rules(dockerignore)
     return [
         f"COPY {s}: left out by .dockerignore" for s in copy_sources(stages) if is_ignored(s, rules)
+    ]
+
+
+# --- plug-in disease services (`medimg new-service`) -------------------------------------
+
+
+def plugin_dockerfiles(root: Path) -> tuple[Component, ...]:
+    """Returns the plug-ins of the checkout at root that have a docker/<name>.Dockerfile.
+
+    A plug-in is a `<root>/*_service/component.json`, read as `medimg` reads it; a
+    malformed one raises medimg_cli.components.ComponentError.
+    """
+    return tuple(
+        plugin
+        for plugin in discover_plugins(root)
+        if (root / "docker" / f"{plugin.name}.Dockerfile").is_file()
+    )
+
+
+def unknown_dockerfiles(root: Path, built_ins: Sequence[str]) -> list[str]:
+    """Returns the names of root's docker/*.Dockerfile that are neither built-in nor plug-in."""
+    known = {*built_ins, *(plugin.name for plugin in plugin_dockerfiles(root))}
+    names = sorted(
+        p.name.removesuffix(".Dockerfile") for p in (root / "docker").glob("*.Dockerfile")
+    )
+    return [name for name in names if name not in known]
+
+
+def framework_of(package_dir: Path) -> str | None:
+    """Returns the framework a plug-in's package imports (tests aside); None for none or both."""
+    sources = [
+        path.read_text(encoding="utf-8")
+        for path in sorted(package_dir.rglob("*.py"))
+        if "tests" not in path.relative_to(package_dir).parts
+    ]
+    found = [
+        name for name, imports in _FRAMEWORK_IMPORTS.items() if any(map(imports.search, sources))
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def framework_pins(pyproject: Mapping[str, object], framework: str) -> tuple[str, ...]:
+    """Returns the framework's pins ("torch==2.13.0", ...) as the extra it follows has them."""
+    extra, packages = PLUGIN_FRAMEWORKS[framework]
+    project = pyproject["project"]
+    assert isinstance(project, dict)
+    requirements: list[str] = project["optional-dependencies"][extra]
+    pins = []
+    for package in packages:
+        found = [r for r in requirements if r.startswith(f"{package}==")]
+        assert len(found) == 1, f"pyproject's {extra} extra should pin {package} once"
+        pins.append(found[0])
+    return tuple(pins)
+
+
+def check_plugin_image(
+    stages: Sequence[Stage], plugin: Component, framework: str, pins: Sequence[str]
+) -> list[str]:
+    """Every rule of a component image, for a plug-in: the project bare plus its framework."""
+    violations = [
+        *check_multi_stage(stages),
+        *check_pinned_bases(stages),
+        *check_runs_as_non_root(stages),
+        *check_no_healthcheck(stages),
+        *check_installs_only(stages, set()),
+        *check_installs_exactly(stages, pins),
+        *check_copies_only(stages, SHARED_SOURCES | {plugin.module}),
+        *check_entrypoint(stages, plugin.module),
+        *check_runtime_copies_only_venv(stages),
+        *check_container_env(stages, plugin.env_prefix, plugin.default_port),
+    ]
+    if framework == "torch":
+        (torch,) = (pin for pin in pins if pin.startswith("torch=="))
+        violations += check_cpu_torch(stages, torch.partition("==")[2])
+    return violations
+
+
+def plugin_image_violations(root: Path, plugin: Component) -> list[str]:
+    """Returns what breaks the rules in a plug-in's docker/<name>.Dockerfile in the checkout.
+
+    The framework is the one the package imports; the pins are root's pyproject.toml's; the
+    COPY sources must exist under root and be kept by its .dockerignore.
+    """
+    assert plugin.package_dir is not None
+    framework = framework_of(plugin.package_dir)
+    if framework is None:
+        return [f"{plugin.module} imports neither torch nor keras alone"]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    stages = parse_dockerfile((root / "docker" / f"{plugin.name}.Dockerfile").read_text())
+    return [
+        *check_plugin_image(stages, plugin, framework, framework_pins(pyproject, framework)),
+        *check_copy_sources_exist(stages, root),
+        *check_copy_sources_kept(stages, (root / ".dockerignore").read_text()),
     ]

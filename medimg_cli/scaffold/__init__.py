@@ -1,0 +1,1 @@
+"""`medimg new-service`: scaffolds a disease service package and its deployment entries."""
