@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := all,dev
-PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) tests protos/generate.py
+PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) tests protos/generate.py web
 
 .PHONY: help venv run test unit lint format protos bench images clean
 
@@ -17,8 +17,9 @@ venv: ## create or refresh .venv (stamp keyed on pyproject.toml)
 run: venv ## start the whole stack on embedded defaults (gateway on 127.0.0.1:50051)
 	$(BIN)/medimg up
 
-test: venv lint ## lint, then run every test
+test: venv lint ## lint, then run every test (the web tests marked postgres again on a real PostgreSQL)
 	$(BIN)/python -m pytest
+	WEB_TEST_DATABASE=postgres $(BIN)/python -m pytest web -m postgres -q
 
 lint: venv ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check $(PY_SOURCES)

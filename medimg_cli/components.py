@@ -90,15 +90,18 @@ def python_module_launch(component: Component, ports: Mapping[str, int]) -> Laun
 
 
 def web_launch(component: Component, ports: Mapping[str, int]) -> Launch:
-    """Starts the Django ASGI web tier.
+    """Starts the Django ASGI web tier: `python -m web` serves on WEB_HOST:WEB_PORT.
 
-    The web package does not exist yet; whoever writes it owns this function. Until
-    then it states the contract `medimg up` expects: `python -m web` serves the ASGI
-    application on WEB_HOST:WEB_PORT and calls the gateway at WEB_GATEWAY_ADDRESS.
+    It calls the gateway at GATEWAY_ADDR. Unless the caller's environment says otherwise
+    (WEB_DEBUG, or a SECRET_KEY for a production-like run), it runs in development mode:
+    a throwaway SECRET_KEY, plain HTTP on loopback, and SQLite migrated at start, so a
+    fresh clone needs no other command (web/README.md).
     """
     env = {}
     if "gateway" in ports:
-        env["WEB_GATEWAY_ADDRESS"] = f"{LOOPBACK}:{ports['gateway']}"
+        env["GATEWAY_ADDR"] = f"{LOOPBACK}:{ports['gateway']}"
+    if not {"WEB_DEBUG", "SECRET_KEY", "SECRET_KEY_FILE"} & set(os.environ):
+        env["WEB_DEBUG"] = "true"
     return Launch(argv=(sys.executable, "-m", component.module), env=env)
 
 

@@ -94,7 +94,7 @@ def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
 def test_the_web_tier_is_told_where_the_gateway_is() -> None:
     env = child_environment(WEB, ALL_PORTS, base={}, state_dir=STATE_DIR)
     assert env["WEB_PORT"] == "8000"
-    assert env["WEB_GATEWAY_ADDRESS"] == "127.0.0.1:50051"
+    assert env["GATEWAY_ADDR"] == "127.0.0.1:50051"
 
 
 def test_each_child_runs_its_module_with_this_python() -> None:

@@ -1,0 +1,76 @@
+"""Forms of the accounts pages: registration, log-in, profile."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm
+
+from web.accounts.models import User, normalize_email_address
+
+# The one message for every failed log-in: it never says whether the account exists.
+INVALID_LOGIN_MESSAGE = "The e-mail address or password is not right. Check both and try again."
+# The one message while log-ins are throttled, whichever counter tripped.
+THROTTLED_LOGIN_MESSAGE = (
+    "Too many failed log-in attempts. Wait a few minutes and try again, or reset your password."
+)
+
+
+class LoginForm(AuthenticationForm):
+    """Log-in by e-mail address and password, with the generic failure message."""
+
+    username = forms.EmailField(
+        label="E-mail address",
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.error_messages = {
+            **self.error_messages,
+            "invalid_login": INVALID_LOGIN_MESSAGE,
+            "inactive": INVALID_LOGIN_MESSAGE,
+        }
+
+    def clean(self) -> dict[str, Any]:
+        """Turns a malformed e-mail address into the generic failure, like a wrong password."""
+        if "username" in self.errors:
+            self.errors.pop("username")
+            raise self.get_invalid_login_error()
+        return super().clean()
+
+
+class RegistrationForm(BaseUserCreationForm[User]):
+    """A new account: name, e-mail address and a password typed twice."""
+
+    class Meta:
+        model = User
+        fields = ("name", "email")
+        widgets: ClassVar = {
+            "name": forms.TextInput(attrs={"autocomplete": "name", "autofocus": True}),
+            "email": forms.EmailInput(attrs={"autocomplete": "email"}),
+        }
+        labels: ClassVar = {"name": "Your name", "email": "E-mail address"}
+
+    def clean_email(self) -> str:
+        """Returns the normalised address; refuses one that already has an account."""
+        email = normalize_email_address(self.cleaned_data["email"])
+        if User.objects.filter(email=email).exists():
+            raise forms.ValidationError(
+                "An account with this e-mail address already exists. "
+                "Log in, or reset your password if you have forgotten it.",
+                code="duplicate_email",
+            )
+        return email
+
+
+class ProfileForm(forms.ModelForm[User]):
+    """What a user may change about themselves here: name and e-mail of results."""
+
+    class Meta:
+        model = User
+        fields = ("name", "email_results")
+        widgets: ClassVar = {"name": forms.TextInput(attrs={"autocomplete": "name"})}
+        labels: ClassVar = {"name": "Your name"}

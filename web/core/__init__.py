@@ -1,0 +1,1 @@
+"""What every page shares: landing page, health probe, base templates, styles, error pages."""

@@ -1,0 +1,492 @@
+"""The web tier's one client of the gateway: every gRPC call, its deadline and its error mapping."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Final, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from medimg.v1 import (
+    diagnosis_service_pb2,
+    diagnosis_service_pb2_grpc,
+    model_info_pb2,
+    model_registry_pb2,
+    model_registry_pb2_grpc,
+    series_analysis_service_pb2,
+    series_analysis_service_pb2_grpc,
+)
+
+from servicekit.request_context import REQUEST_ID_KEY, accept_request_id, current_request_id
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The gateway's Service is headless in Kubernetes: its name resolves to every gateway pod,
+# and round_robin spreads calls over all of them (pick_first would pin one). A short
+# reconnect backoff makes a restarted gateway usable again within about a second, and
+# bounds each connection attempt, so a call to a gateway that is down fails fast.
+CHANNEL_OPTIONS: Final[tuple[tuple[str, int | str], ...]] = (
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 1000),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # The gateway retries UNAVAILABLE itself; grpc's retry layer would also keep copies of
+    # every streamed series chunk until it commits to an attempt.
+    ("grpc.enable_retries", 0),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+)
+# Series zips travel in chunks of this size, so no single message is large.
+SERIES_CHUNK_BYTES: Final = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a gRPC status means to the web tier: the HTTP status and what to tell a person."""
+
+    http_status: int
+    message: str
+    retry_after_s: int | None = None
+    # True where the gateway's own message tells the person what to fix (bad input).
+    shows_details: bool = False
+    # True where sending the same request again later may succeed.
+    retryable: bool = False
+
+
+_INTERNAL = Outcome(
+    500, "Something went wrong on our side. Please try again later.", retryable=True
+)
+_MISCONFIGURED = Outcome(
+    502, "The diagnosis service answered unexpectedly. Please try again later.", retryable=True
+)
+
+_S = grpc.StatusCode
+_BUSY = "The diagnosis service is busy. Please try again in a few seconds."
+_DOWN = "The diagnosis service is unavailable right now. Please try again in a minute."
+_SLOW = "The diagnosis took too long. Please try again."
+
+# The one table of gRPC status to HTTP status and page message for the whole web tier.
+STATUS_OUTCOMES: Final[dict[grpc.StatusCode, Outcome]] = {
+    _S.INVALID_ARGUMENT: Outcome(400, "The upload could not be used.", shows_details=True),
+    _S.NOT_FOUND: Outcome(404, "This kind of diagnosis is not offered right now."),
+    _S.RESOURCE_EXHAUSTED: Outcome(429, _BUSY, retry_after_s=5, retryable=True),
+    _S.UNAVAILABLE: Outcome(503, _DOWN, retry_after_s=30, retryable=True),
+    _S.DEADLINE_EXCEEDED: Outcome(504, _SLOW, retryable=True),
+    **dict.fromkeys((_S.INTERNAL, _S.UNKNOWN, _S.DATA_LOSS), _INTERNAL),
+    # The rest mean the web tier and the gateway disagree (credentials, contract, version):
+    # never the person's fault, and not something the web tier itself did wrong.
+    **dict.fromkeys(
+        (
+            _S.CANCELLED,
+            _S.ALREADY_EXISTS,
+            _S.PERMISSION_DENIED,
+            _S.FAILED_PRECONDITION,
+            _S.ABORTED,
+            _S.OUT_OF_RANGE,
+            _S.UNIMPLEMENTED,
+            _S.UNAUTHENTICATED,
+        ),
+        _MISCONFIGURED,
+    ),
+}
+
+
+def outcome_for(code: grpc.StatusCode) -> Outcome:
+    """Returns the web tier's outcome of a gRPC status code."""
+    return STATUS_OUTCOMES.get(code, _INTERNAL)
+
+
+def outcome_for_name(name: str) -> Outcome:
+    """Returns the outcome of a status code by its name ("UNAVAILABLE"), as records keep it."""
+    code = grpc.StatusCode.__members__.get(name)
+    return _INTERNAL if code is None else outcome_for(code)
+
+
+class GatewayError(Exception):
+    """A call to the gateway ended with a status other than OK.
+
+    `code` is the gRPC status name ("UNAVAILABLE"), `reason` the ErrorInfo reason when the
+    services sent one ("IMAGE_TRUNCATED"), `details` the gateway's own message; `message`
+    is what a person may be shown, `http_status` and `retry_after_s` what HTTP answers.
+    """
+
+    def __init__(self, status: grpc.StatusCode, details: str, *, reason: str, request_id: str):
+        super().__init__(f"{status.name}: {details}")
+        self.status = status
+        self.code = status.name
+        self.details = details
+        self.reason = reason
+        self.request_id = request_id
+        self.outcome = outcome_for(status)
+        self.http_status = self.outcome.http_status
+        self.retry_after_s = self.outcome.retry_after_s
+        self.retryable = self.outcome.retryable
+
+    @property
+    def message(self) -> str:
+        """Returns the message a person is shown: the gateway's for bad input, else friendly."""
+        if self.outcome.shows_details and self.details:
+            return self.details[:1].upper() + self.details[1:].rstrip(".") + "."
+        return self.outcome.message
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """The probability of one class."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The gateway's diagnosis of one image, with the request id and the call's duration."""
+
+    disease: str
+    top_label: str
+    top_score: float
+    scores: tuple[ClassScore, ...]
+    model_name: str
+    model_version: str
+    demo_model: bool
+    request_id: str
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """The model that serves a disease, as its service describes it."""
+
+    disease: str
+    model_name: str
+    model_version: str
+    kind: str  # "image", "series" or "unspecified"
+    labels: tuple[str, ...]
+    input_height_px: int
+    input_width_px: int
+    input_channels: int
+    backend: str
+    demo_model: bool
+    description: str
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """One disease the gateway routes to; `model` is None while its service is unreachable."""
+
+    disease: str
+    kind: str
+    model: ModelDescription | None
+    available: bool
+    unavailable_reason: str
+    replica_count: int
+
+
+@dataclass(frozen=True)
+class SliceScore:
+    """One model's probability that a slice shows a finding."""
+
+    model_name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class SliceFinding:
+    """The result for one slice of a series."""
+
+    slice_index: int
+    positive: bool
+    scores: tuple[SliceScore, ...]
+
+
+@dataclass(frozen=True)
+class SeriesAnalysis:
+    """The analysis of one series, with the service's stage timings and the request id."""
+
+    disease: str
+    positive_slice_indices: tuple[int, ...]
+    slices: tuple[SliceFinding, ...]
+    slice_count: int
+    model_name: str
+    model_version: str
+    demo_model: bool
+    upload_ms: float
+    prepare_ms: float
+    model_ms: float
+    request_id: str
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Where the gateway is and how long each kind of call may take, in seconds."""
+
+    address: str
+    diagnose_timeout_s: float = 30.0
+    series_timeout_s: float = 300.0
+    info_timeout_s: float = 5.0
+
+
+_KINDS: Final = {
+    model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER: "image",
+    model_info_pb2.MODEL_KIND_SERIES_ANALYZER: "series",
+}
+
+
+class GatewayClient:
+    """Calls the gateway over one channel; safe to share between threads."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._channel = grpc.insecure_channel(config.address, options=CHANNEL_OPTIONS)
+        self._diagnosis = diagnosis_service_pb2_grpc.DiagnosisServiceStub(self._channel)
+        self._series = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(self._channel)
+        self._registry = model_registry_pb2_grpc.ModelRegistryStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def wait_until_ready(self, *, timeout_s: float) -> bool:
+        """Waits until the channel is connected to a gateway; tells whether it got there.
+
+        Calls never wait for a connection (a gateway that is down fails them at once), so
+        this is for callers that know the gateway is coming up, such as a start-up check.
+        """
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def _call(
+        self, name: str, method: Callable[..., T], request: object, timeout_s: float, rid: str
+    ) -> T:
+        """Makes one call with its deadline and request id; raises GatewayError."""
+        try:
+            return method(request, timeout=timeout_s, metadata=((REQUEST_ID_KEY, rid),))
+        except grpc.RpcError as exc:
+            raise _failure(exc, rid, name) from None
+
+    def diagnose(
+        self,
+        *,
+        image: bytes,
+        disease: str,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Diagnosis:
+        """Returns the diagnosis of one encoded image; raises GatewayError."""
+        rid = _request_id(request_id)
+        request = diagnosis_service_pb2.DiagnoseRequest(disease=disease, image=image)
+        started = time.perf_counter()
+        timeout = timeout_s or self.config.diagnose_timeout_s
+        response = self._call("Diagnose", self._diagnosis.Diagnose, request, timeout, rid)
+        return Diagnosis(
+            disease=response.disease or disease,
+            top_label=response.top_label,
+            top_score=_probability(response.top_score),
+            scores=tuple(ClassScore(s.label, _probability(s.score)) for s in response.scores),
+            model_name=response.model_name,
+            model_version=response.model_version,
+            demo_model=response.demo_model,
+            request_id=rid,
+            elapsed_ms=_elapsed_ms(started),
+        )
+
+    def model_info(self, *, disease: str, request_id: str | None = None) -> ModelDescription:
+        """Returns the description of the model that classifies images of a disease."""
+        request = diagnosis_service_pb2.GetModelInfoRequest(disease=disease)
+        method = self._diagnosis.GetModelInfo
+        timeout, rid = self.config.info_timeout_s, _request_id(request_id)
+        return _description(self._call("GetModelInfo", method, request, timeout, rid).model)
+
+    def series_model_info(self, *, disease: str, request_id: str | None = None) -> ModelDescription:
+        """Returns the description of the models that analyse a disease's series."""
+        request = series_analysis_service_pb2.GetSeriesModelInfoRequest(disease=disease)
+        method = self._series.GetSeriesModelInfo
+        timeout, rid = self.config.info_timeout_s, _request_id(request_id)
+        return _description(self._call("GetSeriesModelInfo", method, request, timeout, rid).model)
+
+    def list_models(self, *, request_id: str | None = None) -> list[RegisteredModel]:
+        """Returns every disease the gateway routes to, sorted by disease."""
+        request, method = model_registry_pb2.ListModelsRequest(), self._registry.ListModels
+        timeout, rid = self.config.info_timeout_s, _request_id(request_id)
+        response = self._call("ListModels", method, request, timeout, rid)
+        return [
+            RegisteredModel(
+                disease=entry.disease,
+                kind=_KINDS.get(entry.kind, "unspecified"),
+                model=_description(entry.model) if entry.HasField("model") else None,
+                available=entry.available,
+                unavailable_reason=entry.unavailable_reason,
+                replica_count=entry.replica_count,
+            )
+            for entry in response.models
+        ]
+
+    def analyze_series(
+        self,
+        *,
+        chunks: Iterable[bytes],
+        disease: str,
+        total_size_bytes: int = 0,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> SeriesAnalysis:
+        """Streams a series zip to the gateway chunk by chunk and returns its analysis.
+
+        This is grpc's synchronous API, which reports the service's own status when the
+        service ends the upload early; grpc.aio can lose that status (grpc/grpc#36066,
+        see gateway/upstream.py `FirstStatus`), which is why this client does not use it.
+        The caller runs it in a thread; `chunks` is consumed in grpc's own thread.
+        """
+        rid = _request_id(request_id)
+        started = time.perf_counter()
+        messages = _upload_messages(chunks, disease, total_size_bytes)
+        timeout = timeout_s or self.config.series_timeout_s
+        response = self._call("AnalyzeSeries", self._series.AnalyzeSeries, messages, timeout, rid)
+        timings = response.timings
+        return SeriesAnalysis(
+            disease=response.disease or disease,
+            positive_slice_indices=tuple(response.positive_slice_indices),
+            slices=tuple(
+                SliceFinding(
+                    slice_index=finding.slice_index,
+                    positive=finding.positive,
+                    scores=tuple(
+                        SliceScore(s.model_name, _probability(s.probability))
+                        for s in finding.model_scores
+                    ),
+                )
+                for finding in response.slices
+            ),
+            slice_count=response.slice_count,
+            model_name=response.model_name,
+            model_version=response.model_version,
+            demo_model=response.demo_model,
+            upload_ms=timings.upload_ms,
+            prepare_ms=timings.prepare_ms,
+            model_ms=timings.model_ms,
+            request_id=rid,
+            elapsed_ms=_elapsed_ms(started),
+        )
+
+
+def file_chunks(stream: IO[bytes], chunk_bytes: int = SERIES_CHUNK_BYTES) -> Iterator[bytes]:
+    """Yields a binary file's content in chunks, for `analyze_series`."""
+    while chunk := stream.read(chunk_bytes):
+        yield chunk
+
+
+def _upload_messages(
+    chunks: Iterable[bytes], disease: str, total_size_bytes: int
+) -> Iterator[series_analysis_service_pb2.AnalyzeSeriesRequest]:
+    pb = series_analysis_service_pb2
+    yield pb.AnalyzeSeriesRequest(
+        metadata=pb.SeriesUploadMetadata(disease=disease, total_size_bytes=total_size_bytes)
+    )
+    for chunk in chunks:
+        if chunk:
+            yield pb.AnalyzeSeriesRequest(chunk_data=chunk)
+
+
+def _description(info: model_info_pb2.ModelInfo) -> ModelDescription:
+    return ModelDescription(
+        disease=info.disease,
+        model_name=info.model_name,
+        model_version=info.model_version,
+        kind=_KINDS.get(info.kind, "unspecified"),
+        labels=tuple(info.labels),
+        input_height_px=info.input_height_px,
+        input_width_px=info.input_width_px,
+        input_channels=info.input_channels,
+        backend=info.backend,
+        demo_model=info.demo_model,
+        description=info.description,
+    )
+
+
+def _request_id(given: str | None) -> str:
+    """Returns the id this call travels with: the given one, the current one, or a new one."""
+    return accept_request_id(given or current_request_id())
+
+
+def _probability(value: float) -> float:
+    """Returns a float32 probability as the nearest short decimal (0.7, not 0.69999998)."""
+    return round(float(value), 6)
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _failure(exc: grpc.RpcError, request_id: str, method: str) -> GatewayError:
+    """Returns the GatewayError for a failed call and logs it (ids only, never content)."""
+    if isinstance(exc, grpc.Call):
+        status, details, reason = exc.code(), exc.details() or "", _error_reason(exc)
+    else:
+        status, details, reason = grpc.StatusCode.UNKNOWN, "", ""
+    logger.warning(
+        "gateway %s failed: %s %s",
+        method,
+        status.name,
+        reason or "-",
+        extra={"request_id": request_id, "grpc_code": status.name, "reason": reason},
+    )
+    return GatewayError(status, details, reason=reason, request_id=request_id)
+
+
+def _error_reason(call: grpc.Call) -> str:
+    """Returns the ErrorInfo reason the services attached, or "" when there is none."""
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:
+        return ""
+    if status is None:
+        return ""
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+# One client (one channel) per process; a forked child or a changed setting makes a new one.
+_lock = threading.Lock()
+_shared: tuple[int, GatewayClient] | None = None
+
+
+def config_from_settings() -> GatewayConfig:
+    """Returns the gateway's address and deadlines from Django settings."""
+    from django.conf import settings
+
+    return GatewayConfig(
+        address=settings.GATEWAY_ADDR,
+        diagnose_timeout_s=float(getattr(settings, "GATEWAY_TIMEOUT_SECONDS", 30.0)),
+        series_timeout_s=float(getattr(settings, "GATEWAY_SERIES_TIMEOUT_SECONDS", 300.0)),
+        info_timeout_s=float(getattr(settings, "GATEWAY_INFO_TIMEOUT_SECONDS", 5.0)),
+    )
+
+
+def get_gateway() -> GatewayClient:
+    """Returns this process's client of the gateway that the settings name."""
+    global _shared
+    config = config_from_settings()
+    with _lock:
+        if _shared is not None:
+            pid, client = _shared
+            if pid == os.getpid() and client.config == config:
+                return client
+            if pid == os.getpid():
+                client.close()
+        client = GatewayClient(config)
+        _shared = (os.getpid(), client)
+        return client

@@ -1,0 +1,1 @@
+"""Tests of the web tier (Django); conftest.py configures Django for them."""

@@ -1,0 +1,146 @@
+"""A throwaway PostgreSQL server for the tests: its own folder, loopback, a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Where Debian and the PostgreSQL images put the server binaries when they are not on PATH.
+_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/pgsql/bin")
+# Durability is not wanted from a database that lives for one test run.
+_FAST_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+class PostgresUnavailable(RuntimeError):
+    """PostgreSQL cannot be started here; the message says what is missing."""
+
+
+def _binary(name: str) -> str:
+    # PostgreSQL's own folder first: /usr/bin may hold Debian's version-switching wrappers.
+    for folder in _BIN_DIRS:
+        candidate = Path(folder) / name
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise PostgresUnavailable(f"{name} not found: install PostgreSQL 15 (initdb, pg_ctl)")
+
+
+def free_port() -> int:
+    """Returns a loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    """One running server; `url` is a DATABASE_URL for its database `medimg`."""
+
+    root: Path
+    port: int
+    _as_postgres: bool
+
+    @property
+    def url(self) -> str:
+        """Returns the database URL (trust authentication on loopback)."""
+        return f"postgres://postgres@127.0.0.1:{self.port}/medimg"
+
+    @classmethod
+    def start(cls, *, attempts: int = 3) -> PostgresServer:
+        """Initialises a cluster in a temporary folder and starts it; raises PostgresUnavailable.
+
+        As root, PostgreSQL refuses to run: the folder then belongs to the `postgres`
+        user and every command runs as that user.
+        """
+        as_postgres = os.geteuid() == 0
+        root = Path(tempfile.mkdtemp(prefix="medimg-pg-"))
+        server = cls(root=root, port=0, _as_postgres=as_postgres)
+        try:
+            if as_postgres:
+                try:
+                    account = pwd.getpwnam("postgres")
+                except KeyError:
+                    raise PostgresUnavailable("running as root needs a `postgres` user") from None
+                os.chown(root, account.pw_uid, account.pw_gid)
+            server._run(
+                _binary("initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
+            server._start(attempts)
+            server._run(
+                _binary("createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(server.port),
+                "-U",
+                "postgres",
+                "medimg",
+            )
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def stop(self) -> None:
+        """Stops the server at once and removes its folder; safe to call twice."""
+        if (self.root / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(subprocess.CalledProcessError, PostgresUnavailable):
+                self._run(
+                    _binary("pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _start(self, attempts: int) -> None:
+        # The free port may be taken between the probe and the bind: try a few.
+        for attempt in range(attempts):
+            self.port = free_port()
+            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} {_FAST_OPTIONS}"
+            try:
+                self._run(
+                    _binary("pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                )
+                return
+            except subprocess.CalledProcessError:
+                if attempt == attempts - 1:
+                    log = self.root / "server.log"
+                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                    raise PostgresUnavailable(f"PostgreSQL did not start:\n{tail}") from None
+
+    def _run(self, *argv: str) -> None:
+        command = list(argv)
+        if self._as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, cwd=self.root, timeout=60)

@@ -1,0 +1,417 @@
+"""The web tier's gateway client against an in-process gRPC server that plays the gateway."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from medimg.v1 import (
+    diagnosis_service_pb2,
+    diagnosis_service_pb2_grpc,
+    model_info_pb2,
+    model_registry_pb2,
+    model_registry_pb2_grpc,
+    series_analysis_service_pb2,
+    series_analysis_service_pb2_grpc,
+)
+
+from servicekit.request_context import reset_request_id, set_request_id
+from web import gateway_client
+from web.gateway_client import GatewayClient, GatewayConfig, GatewayError
+
+LABELS = ("melanoma", "common_nevus", "atypical_nevus")
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, reason: str) -> None:
+    """Ends the call as a medimg service does: the code, the message and an ErrorInfo."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="medimg"))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+@dataclass
+class FakeGateway(
+    diagnosis_service_pb2_grpc.DiagnosisServiceServicer,
+    series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer,
+    model_registry_pb2_grpc.ModelRegistryServicer,
+):
+    """Answers like the gateway; `image` bytes of the form b"code:NAME" end with that status."""
+
+    name: str = "fake"
+    request_ids: list[str] = field(default_factory=list)
+    time_remaining: list[float | None] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+    refuse_series_above: int = 10_000_000
+    delay_s: float = 0.0
+
+    def _seen(self, context: Any) -> None:
+        self.request_ids.append(dict(context.invocation_metadata()).get("x-request-id", ""))
+        self.time_remaining.append(context.time_remaining())
+
+    def Diagnose(self, request: Any, context: Any) -> diagnosis_service_pb2.DiagnoseResponse:
+        self._seen(context)
+        time.sleep(self.delay_s)
+        if request.image.startswith(b"code:"):
+            code = grpc.StatusCode[request.image[5:].decode()]
+            abort(context, code, "the image is truncated or corrupt; upload it again", "WHY")
+        pb = diagnosis_service_pb2
+        return pb.DiagnoseResponse(
+            disease=request.disease,
+            top_label="melanoma",
+            top_score=0.7,
+            scores=[
+                pb.ClassScore(label="melanoma", score=0.7),
+                pb.ClassScore(label="atypical_nevus", score=0.2),
+                pb.ClassScore(label="common_nevus", score=0.1),
+            ],
+            model_name=self.name,
+            model_version="2026.11.1",
+            demo_model=True,
+        )
+
+    def GetModelInfo(
+        self, request: Any, context: Any
+    ) -> diagnosis_service_pb2.GetModelInfoResponse:
+        self._seen(context)
+        if request.disease != "skin":
+            abort(context, grpc.StatusCode.NOT_FOUND, "no such disease", "DISEASE_UNKNOWN")
+        return diagnosis_service_pb2.GetModelInfoResponse(model=_info("skin"))
+
+    def AnalyzeSeries(
+        self, request_iterator: Iterator[Any], context: Any
+    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+        self._seen(context)
+        disease = ""
+        for message in request_iterator:
+            if message.HasField("metadata"):
+                disease = message.metadata.disease
+                if message.metadata.total_size_bytes > self.refuse_series_above:
+                    abort(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "the series is larger than this service accepts",
+                        "SERIES_TOO_LARGE",
+                    )
+            else:
+                self.chunks.append(message.chunk_data)
+        pb = series_analysis_service_pb2
+        return pb.AnalyzeSeriesResponse(
+            disease=disease,
+            positive_slice_indices=[1],
+            slices=[
+                pb.SliceFinding(
+                    slice_index=i,
+                    positive=i == 1,
+                    model_scores=[pb.ModelSliceScore(model_name="single", probability=0.1 + i)],
+                )
+                for i in range(2)
+            ],
+            slice_count=2,
+            model_name="mri-demo",
+            model_version="1",
+            demo_model=True,
+            timings=pb.SeriesTimings(upload_ms=1.5, prepare_ms=2.5, model_ms=3.5),
+        )
+
+    def GetSeriesModelInfo(
+        self, request: Any, context: Any
+    ) -> series_analysis_service_pb2.GetSeriesModelInfoResponse:
+        return series_analysis_service_pb2.GetSeriesModelInfoResponse(model=_info("mri"))
+
+    def ListModels(self, request: Any, context: Any) -> model_registry_pb2.ListModelsResponse:
+        self._seen(context)
+        return model_registry_pb2.ListModelsResponse(
+            models=[
+                model_registry_pb2.RegisteredModel(
+                    disease="mri",
+                    kind=model_info_pb2.MODEL_KIND_SERIES_ANALYZER,
+                    available=False,
+                    unavailable_reason="the service did not answer",
+                    replica_count=1,
+                ),
+                model_registry_pb2.RegisteredModel(
+                    disease="skin",
+                    kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
+                    model=_info("skin"),
+                    available=True,
+                    replica_count=2,
+                ),
+            ]
+        )
+
+    def RegisterModel(self, request: Any, context: Any) -> model_registry_pb2.RegisterModelResponse:
+        abort(context, grpc.StatusCode.UNIMPLEMENTED, "not here", "UNIMPLEMENTED")
+        raise AssertionError("unreachable")
+
+    def UnregisterModel(
+        self, request: Any, context: Any
+    ) -> model_registry_pb2.UnregisterModelResponse:
+        abort(context, grpc.StatusCode.UNIMPLEMENTED, "not here", "UNIMPLEMENTED")
+        raise AssertionError("unreachable")
+
+
+def _info(disease: str) -> model_info_pb2.ModelInfo:
+    return model_info_pb2.ModelInfo(
+        disease=disease,
+        model_name=f"{disease}-demo",
+        model_version="2026.11.1",
+        kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER
+        if disease == "skin"
+        else model_info_pb2.MODEL_KIND_SERIES_ANALYZER,
+        labels=list(LABELS),
+        input_height_px=96,
+        input_width_px=96,
+        input_channels=3,
+        backend="embedded",
+        demo_model=True,
+    )
+
+
+def serve(fake: FakeGateway) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    diagnosis_service_pb2_grpc.add_DiagnosisServiceServicer_to_server(fake, server)
+    series_analysis_service_pb2_grpc.add_SeriesAnalysisServiceServicer_to_server(fake, server)
+    model_registry_pb2_grpc.add_ModelRegistryServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+@pytest.fixture()
+def fake() -> FakeGateway:
+    return FakeGateway()
+
+
+@pytest.fixture()
+def client(fake: FakeGateway) -> Iterator[GatewayClient]:
+    server, port = serve(fake)
+    config = GatewayConfig(address=f"127.0.0.1:{port}", diagnose_timeout_s=5, info_timeout_s=2)
+    client = GatewayClient(config)
+    yield client
+    client.close()
+    server.stop(0)
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_it_returns_the_diagnosis_with_every_class_score_and_the_model(
+    client: GatewayClient,
+) -> None:
+    result = client.diagnose(image=b"png", disease="skin", request_id="req-1")
+    assert (result.disease, result.top_label, result.top_score) == ("skin", "melanoma", 0.7)
+    assert [s.label for s in result.scores] == ["melanoma", "atypical_nevus", "common_nevus"]
+    assert sum(s.score for s in result.scores) == pytest.approx(1.0)
+    assert (result.model_name, result.model_version, result.demo_model) == (
+        "fake",
+        "2026.11.1",
+        True,
+    )
+    assert result.elapsed_ms > 0
+
+
+def test_it_sends_the_request_id_as_metadata_and_keeps_it(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    result = client.diagnose(image=b"png", disease="skin", request_id="browser-42")
+    assert fake.request_ids == ["browser-42"]
+    assert result.request_id == "browser-42"
+
+
+def test_it_sends_the_current_request_id_when_none_is_given(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    token = set_request_id("from-middleware")
+    try:
+        client.list_models()
+    finally:
+        reset_request_id(token)
+    client.list_models()
+    assert fake.request_ids[0] == "from-middleware"
+    assert len(fake.request_ids[1]) == 32  # a fresh one
+
+
+def test_it_replaces_a_malformed_request_id_with_a_fresh_one(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    result = client.diagnose(image=b"png", disease="skin", request_id="bad id\n")
+    assert fake.request_ids == [result.request_id]
+    assert result.request_id != "bad id\n" and len(result.request_id) == 32
+
+
+def test_every_call_carries_a_deadline(client: GatewayClient, fake: FakeGateway) -> None:
+    client.diagnose(image=b"png", disease="skin")
+    client.model_info(disease="skin")
+    client.list_models()
+    client.analyze_series(chunks=[b"zip"], disease="mri")
+    remaining = fake.time_remaining
+    assert len(remaining) == 4 and all(r is not None for r in remaining)
+    diagnose, info, listing, series = (float(r or 0) for r in remaining)
+    assert (
+        4 < diagnose < 5.1 and 1 < info < 2.1 and 1 < listing < 2.1 and 250 < series < 302
+    )  # grpc rounds long timeouts up
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        ("INVALID_ARGUMENT", 400),
+        ("NOT_FOUND", 404),
+        ("RESOURCE_EXHAUSTED", 429),
+        ("UNAVAILABLE", 503),
+        ("DEADLINE_EXCEEDED", 504),
+        ("INTERNAL", 500),
+        ("UNKNOWN", 500),
+        ("UNAUTHENTICATED", 502),
+        ("PERMISSION_DENIED", 502),
+        ("FAILED_PRECONDITION", 502),
+        ("UNIMPLEMENTED", 502),
+    ],
+)
+def test_it_maps_each_status_code_to_its_http_status(
+    client: GatewayClient, code: str, http_status: int
+) -> None:
+    with pytest.raises(GatewayError) as caught:
+        client.diagnose(image=f"code:{code}".encode(), disease="skin", request_id="r-7")
+    error = caught.value
+    assert (error.code, error.http_status, error.reason) == (code, http_status, "WHY")
+    assert error.request_id == "r-7"
+    assert error.message
+
+
+def test_every_grpc_status_but_ok_has_an_outcome() -> None:
+    missing = set(grpc.StatusCode) - set(gateway_client.STATUS_OUTCOMES) - {grpc.StatusCode.OK}
+    assert missing == set()
+
+
+def test_bad_input_shows_the_gateways_message(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as caught:
+        client.diagnose(image=b"code:INVALID_ARGUMENT", disease="skin")
+    assert caught.value.message == "The image is truncated or corrupt; upload it again."
+    assert not caught.value.retryable
+
+
+def test_other_failures_show_a_friendly_message_not_the_gateways(client: GatewayClient) -> None:
+    with pytest.raises(GatewayError) as caught:
+        client.diagnose(image=b"code:INTERNAL", disease="skin")
+    assert "truncated" not in caught.value.message
+    assert caught.value.message.startswith("Something went wrong on our side")
+
+
+def test_a_gateway_that_is_down_is_503_with_retry_after_within_a_second() -> None:
+    client = GatewayClient(GatewayConfig(address=f"127.0.0.1:{closed_port()}"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(GatewayError) as caught:
+            client.diagnose(image=b"png", disease="skin")
+    finally:
+        client.close()
+    assert time.monotonic() - started < 1.5
+    assert (caught.value.http_status, caught.value.retry_after_s) == (503, 30)
+    assert caught.value.retryable
+    assert "unavailable" in caught.value.message
+
+
+def test_a_slow_gateway_is_a_504_at_the_deadline(fake: FakeGateway) -> None:
+    fake.delay_s = 0.5
+    server, port = serve(fake)
+    client = GatewayClient(GatewayConfig(address=f"127.0.0.1:{port}", diagnose_timeout_s=0.1))
+    try:
+        with pytest.raises(GatewayError) as caught:
+            client.diagnose(image=b"png", disease="skin")
+    finally:
+        client.close()
+        server.stop(0)
+    assert (caught.value.code, caught.value.http_status) == ("DEADLINE_EXCEEDED", 504)
+
+
+def test_it_describes_a_model_and_reports_an_unknown_disease_as_404(
+    client: GatewayClient,
+) -> None:
+    info = client.model_info(disease="skin")
+    assert (info.kind, info.labels, info.demo_model) == ("image", LABELS, True)
+    assert client.series_model_info(disease="mri").kind == "series"
+    with pytest.raises(GatewayError) as caught:
+        client.model_info(disease="retina")
+    assert (caught.value.http_status, caught.value.reason) == (404, "DISEASE_UNKNOWN")
+
+
+def test_it_lists_the_routed_models_with_unreachable_ones_marked(client: GatewayClient) -> None:
+    models = client.list_models()
+    assert [(m.disease, m.kind, m.available, m.replica_count) for m in models] == [
+        ("mri", "series", False, 1),
+        ("skin", "image", True, 2),
+    ]
+    assert models[0].model is None and models[0].unavailable_reason
+    assert models[1].model is not None and models[1].model.model_name == "skin-demo"
+
+
+def test_it_streams_a_series_in_chunks_and_returns_the_findings(
+    client: GatewayClient, fake: FakeGateway, tmp_path: Any
+) -> None:
+    path = tmp_path / "series.zip"
+    path.write_bytes(b"z" * (gateway_client.SERIES_CHUNK_BYTES * 2 + 10))
+    with path.open("rb") as stream:
+        result = client.analyze_series(
+            chunks=gateway_client.file_chunks(stream),
+            disease="mri",
+            total_size_bytes=path.stat().st_size,
+            request_id="series-1",
+        )
+    assert [len(c) for c in fake.chunks] == [262144, 262144, 10]
+    assert result.positive_slice_indices == (1,)
+    assert [f.positive for f in result.slices] == [False, True]
+    assert result.slices[1].scores[0].model_name == "single"
+    assert (result.upload_ms, result.prepare_ms, result.model_ms) == (1.5, 2.5, 3.5)
+    assert (result.request_id, result.demo_model) == ("series-1", True)
+
+
+def test_an_upload_the_service_refuses_early_keeps_the_services_status(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    fake.refuse_series_above = 10
+    sent = threading.Event()
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(2000):
+            sent.set()
+            yield b"x" * 65536
+
+    with pytest.raises(GatewayError) as caught:
+        client.analyze_series(chunks=endless(), disease="mri", total_size_bytes=1 << 30)
+    assert (caught.value.code, caught.value.reason) == ("INVALID_ARGUMENT", "SERIES_TOO_LARGE")
+    assert caught.value.message == "The series is larger than this service accepts."
+
+
+def test_one_channel_spreads_calls_over_every_address_round_robin() -> None:
+    first, second = FakeGateway(name="one"), FakeGateway(name="two")
+    (server_1, port_1), (server_2, port_2) = serve(first), serve(second)
+    # One name that resolves to two addresses, as a headless Service's name does.
+    client = GatewayClient(GatewayConfig(address=f"ipv4:127.0.0.1:{port_1},127.0.0.1:{port_2}"))
+    try:
+        names = {client.diagnose(image=b"png", disease="skin").model_name for _ in range(8)}
+    finally:
+        client.close()
+        server_1.stop(0)
+        server_2.stop(0)
+    assert names == {"one", "two"}
+
+
+def test_a_stored_status_name_maps_through_the_same_table() -> None:
+    assert gateway_client.outcome_for_name("UNAVAILABLE").http_status == 503
+    assert gateway_client.outcome_for_name("RESOURCE_EXHAUSTED").retry_after_s == 5
+    assert gateway_client.outcome_for_name("NOT_A_CODE").http_status == 500
