@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 import django_stubs_ext
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 from servicekit.settings import (
@@ -70,7 +71,10 @@ INSTALLED_APPS = [
     "web.core",
     "web.accounts",
     "web.diagnoses",
-    # Later apps go here: "web.series", "web.teach", "web.api".
+    "web.api",
+    # Swagger UI and Redoc files for /api/v1/docs/, served locally (no CDN).
+    "drf_spectacular_sidecar",
+    # Later apps go here: "web.series", "web.teach".
 ]
 
 MIDDLEWARE = [
@@ -199,6 +203,9 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # --- CORS (separate front-ends calling the REST API) ------------------------------------------
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/.*$"
+# A separate front-end sends and reads the request id, and reads Retry-After and Location.
+CORS_ALLOW_HEADERS = (*cors_default_headers, "x-request-id")
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After", "Location"]
 
 # --- static files and private uploads ---------------------------------------------------------
 STATIC_URL = "/static/"
@@ -252,22 +259,13 @@ DEFAULT_FROM_EMAIL = env_str(ENV, "DEFAULT_FROM_EMAIL", "medimg <no-reply@localh
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- REST API ----------------------------------------------------------------------------------
-REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
-    ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
-    "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-}
-SPECTACULAR_SETTINGS = {
-    "TITLE": "medimg API",
-    "DESCRIPTION": "Medical-image diagnoses by demo models: not for clinical use.",
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-}
+# DRF, drf-spectacular and the image_url fetcher's settings live with the API app.
+from web.api.conf import (  # noqa: E402, F401  (settings are read by name)
+    REST_FRAMEWORK,
+    SPECTACULAR_SETTINGS,
+    WEB_IMAGE_URL_ALLOW_NETWORKS,
+    WEB_IMAGE_URL_TIMEOUT_SECONDS,
+)
 
 # --- language, time ----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-gb"

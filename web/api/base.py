@@ -1,0 +1,44 @@
+"""The base class of every API operation: who may call it, what it speaks, how it fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rest_framework.authentication import (
+    BaseAuthentication,
+    SessionAuthentication,
+    TokenAuthentication,
+)
+from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from web.api.exceptions import exception_handler
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass
+
+
+class ApiView(APIView):
+    """An operation of /api/v1/: token or session log-in, JSON in and out, one error shape.
+
+    Declared here rather than left to REST_FRAMEWORK's defaults, so that the API means
+    the same whatever other apps set globally. Token comes first: a request without
+    credentials is answered 401 with `WWW-Authenticate: Token`, not 403. A session
+    request that writes must send its CSRF token (SessionAuthentication checks it).
+    """
+
+    authentication_classes: Sequence[type[BaseAuthentication]] = (
+        TokenAuthentication,
+        SessionAuthentication,
+    )
+    permission_classes: Sequence[_PermissionClass] = (IsAuthenticated,)
+    renderer_classes: Sequence[type[BaseRenderer]] = (JSONRenderer,)
+    parser_classes: Sequence[type[BaseParser]] = (JSONParser, MultiPartParser)
+
+    def get_exception_handler(self) -> Callable[[Exception, Mapping[str, Any]], Response]:
+        """Returns the API's one exception handler."""
+        return exception_handler

@@ -1,0 +1,186 @@
+"""The API's one exception handler: every error is {"error": {"code", "message", "request_id"}}.
+
+What raised it decides the HTTP status, through one table per source: DRF's own
+exceptions carry theirs, domain errors (InvalidImage, ImageUrlRefused) and gateway
+errors map through web.gateway_client's table of gRPC status codes, and anything else
+is a 500 that says nothing about itself (its traceback goes to the log, with the
+request id). `code` is fixed per HTTP status; `reason`, where present, says more
+(IMAGE_TRUNCATED, IMAGE_URL_ADDRESS, …); `fields` carries per-field validation messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from servicekit.errors import MedimgError
+from servicekit.request_context import current_request_id
+from web import gateway_client
+from web.gateway_client import GatewayError
+
+logger = logging.getLogger(__name__)
+
+# The error code of each HTTP status the API answers; gRPC's names where one fits.
+ERROR_CODES: Final[Mapping[int, str]] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "FAILED_PRECONDITION",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "BAD_GATEWAY",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+INTERNAL_MESSAGE: Final = "Something went wrong on our side. Please try again later."
+NOT_FOUND_MESSAGE: Final = "Not found."
+
+
+class ApiError(exceptions.APIException):
+    """An error the API answers on purpose, with an optional reason and extra top-level data."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        reason: str = "",
+        retry_after_s: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        rollback: bool = True,
+    ) -> None:
+        super().__init__(detail=message)
+        self.status_code = status_code
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        self.extra = dict(extra or {})
+        # False where the request saved something that must stay (a failed diagnosis).
+        self.rollback = rollback
+
+
+def error_code(http_status: int) -> str:
+    """Returns the error code of an HTTP status."""
+    if http_status in ERROR_CODES:
+        return ERROR_CODES[http_status]
+    return "INTERNAL" if http_status >= 500 else "INVALID_ARGUMENT"
+
+
+def sentence(text: str) -> str:
+    """Returns a message as a sentence: "the image is empty" -> "The image is empty."."""
+    text = str(text).strip().rstrip(".")
+    return f"{text[:1].upper()}{text[1:]}." if text else ""
+
+
+def request_id_of(request: HttpRequest | Request | None) -> str:
+    """Returns the id RequestIdMiddleware gave the request, else the current one."""
+    found = getattr(request, "request_id", "") if request is not None else ""
+    return str(found or current_request_id())
+
+
+def error_body(
+    *,
+    http_status: int,
+    message: str,
+    request_id: str,
+    reason: str = "",
+    fields: Any = None,
+) -> dict[str, Any]:
+    """Returns the one error body of the API."""
+    error: dict[str, Any] = {
+        "code": error_code(http_status),
+        "message": message,
+        "request_id": request_id,
+    }
+    if reason:
+        error["reason"] = reason
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
+    """Returns the error response for any exception a view raised (DRF's EXCEPTION_HANDLER)."""
+    request = context.get("request")
+    request_id = request_id_of(request)
+    headers: dict[str, str] = {}
+    reason, fields, extra, rollback = "", None, {}, True
+
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(NOT_FOUND_MESSAGE)
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = ApiError(
+            "The request body is too large; send images as multipart uploads.",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    elif isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed body
+        exc = ApiError("The request is not valid.", status_code=status.HTTP_400_BAD_REQUEST)
+
+    if isinstance(exc, GatewayError):
+        http_status, message, reason = exc.http_status, exc.message, exc.reason
+        retry_after = exc.retry_after_s
+    elif isinstance(exc, MedimgError):
+        http_status = gateway_client.outcome_for_name(exc.code).http_status
+        message, reason, retry_after = sentence(exc.message), exc.reason, None
+    elif isinstance(exc, exceptions.ValidationError):
+        http_status, retry_after = exc.status_code, None
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        message = _first_message(fields)
+    elif isinstance(exc, ApiError):
+        http_status, message, reason = exc.status_code, str(exc.detail), exc.reason
+        retry_after, extra, rollback = exc.retry_after_s, exc.extra, exc.rollback
+    elif isinstance(exc, exceptions.APIException):
+        http_status, message = exc.status_code, sentence(str(exc.detail))
+        wait = getattr(exc, "wait", None)
+        retry_after = int(wait + 0.999) if wait else None
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = str(auth_header)
+    else:
+        logger.exception("API request failed", extra={"request_id": request_id})
+        http_status, message, retry_after = 500, INTERNAL_MESSAGE, None
+
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    if http_status == status.HTTP_401_UNAUTHORIZED:
+        headers.setdefault("WWW-Authenticate", "Token")
+    if http_status >= 500 and not isinstance(exc, GatewayError | ApiError):
+        message = INTERNAL_MESSAGE  # nothing about the failure reaches the caller
+    if rollback:
+        set_rollback()
+    body = error_body(
+        http_status=http_status,
+        message=message,
+        request_id=request_id,
+        reason=reason,
+        fields=fields,
+    )
+    return Response({**body, **extra}, status=http_status, headers=headers)
+
+
+def _first_message(fields: Any, path: str = "") -> str:
+    """Returns the first validation message as one sentence: "image: This field is required."."""
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            if value:
+                inner = path if key == "non_field_errors" else (f"{path}.{key}" if path else key)
+                return _first_message(value, inner)
+    elif isinstance(fields, list) and fields:
+        return _first_message(fields[0], path)
+    text = sentence(str(fields)) or "The request is not valid."
+    return f"{path}: {text}" if path else text
