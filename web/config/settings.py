@@ -74,7 +74,8 @@ INSTALLED_APPS = [
     "web.api",
     # Swagger UI and Redoc files for /api/v1/docs/, served locally (no CDN).
     "drf_spectacular_sidecar",
-    # Later apps go here: "web.series", "web.teach".
+    "web.series",
+    # Later apps go here: "web.teach".
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,1 @@
+"""Browser tests: Playwright drives Debian's Chromium headless against the real stack."""

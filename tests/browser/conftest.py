@@ -1,0 +1,183 @@
+"""The real stack (skin, MRI, gateway, web) on loopback ports and a headless Chromium for it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from tests.support.processes import ROOT, Process, start, wait_until_serving
+from tests.tfserving_fake.fixture_model import SHIPPED_MODEL_DIR
+
+INSTALL_SCRIPT = ROOT / "scripts" / "install_chromium.sh"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+# Where the screenshots are also copied, for people to look at after a run (var/ is ignored).
+SCREENSHOT_COPY_DIR = ROOT / "var" / "screenshots"
+MODEL_START_TIMEOUT_S = 90.0  # TensorFlow's and torch's imports on 2 shared cores
+WEB_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The running components; `url` is the web tier's base URL."""
+
+    skin: Process
+    mri: Process
+    gateway: Process
+    web: Process
+
+    @property
+    def url(self) -> str:
+        """Returns http://127.0.0.1:PORT of the web tier, without a trailing slash."""
+        return f"http://127.0.0.1:{self.web.port}"
+
+
+class Screenshots:
+    """Saves full-page screenshots under the test's tmp dir and copies them to var/screenshots/."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, page: Page, name: str) -> Path:
+        """Saves `name`.png of the whole page and returns its path."""
+        path = self.folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        SCREENSHOT_COPY_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOT_COPY_DIR / path.name)
+        return path
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Installs Chromium with the project's script if missing; fails, never skips, if it cannot."""
+    result = subprocess.run(
+        ["bash", str(INSTALL_SCRIPT)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"Chromium is needed by the browser tests and {INSTALL_SCRIPT.name} could not "
+            f"install it (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
+            pytrace=False,
+        )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def wait_for_healthz(process: Process, base_url: str, timeout: float) -> None:
+    """Waits until GET /healthz answers 200; fails with the process log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited early:\n{process.log()}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{process.name} not answering /healthz after {timeout}s:\n{process.log()}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Starts the skin and MRI services (shipped models), the gateway and the web tier."""
+    started: list[Process] = []
+    try:
+        skin = start(
+            "skin", "skin_service", "SKIN_", env={"SKIN_MODEL_DIR": str(SHIPPED_MODEL_DIR)}
+        )
+        started.append(skin)
+        spool = tmp_path_factory.mktemp("mri-spool")
+        mri = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(spool)})
+        started.append(mri)
+        wait_until_serving(skin, timeout=MODEL_START_TIMEOUT_S)
+        wait_until_serving(mri, timeout=MODEL_START_TIMEOUT_S)
+        gateway = start(
+            "gateway",
+            "gateway",
+            "GATEWAY_",
+            env={
+                "GATEWAY_ROUTES": f"skin=image@{skin.address};mri=series@{mri.address}",
+                "GATEWAY_STATE_DIR": str(tmp_path_factory.mktemp("gateway")),
+            },
+        )
+        started.append(gateway)
+        wait_until_serving(gateway)
+        web_dir = tmp_path_factory.mktemp("web")
+        web = start(
+            "web",
+            "web",
+            "WEB_",
+            env={
+                "DJANGO_SETTINGS_MODULE": "web.config.settings",
+                "WEB_DEBUG": "true",
+                "WEB_HOST": "127.0.0.1",
+                "DATABASE_URL": f"sqlite:///{web_dir / 'db.sqlite3'}",
+                "WEB_MEDIA_ROOT": str(web_dir / "media"),
+                "WEB_STATIC_ROOT": str(web_dir / "static"),
+                "GATEWAY_ADDR": gateway.address,
+                "REDIS_URL": "",
+            },
+        )
+        started.append(web)
+        result = Stack(skin=skin, mri=mri, gateway=gateway, web=web)
+        wait_for_healthz(web, result.url, WEB_START_TIMEOUT_S)
+        yield result
+    finally:
+        for process in reversed(started):
+            process.terminate()
+
+
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+# thread while it is open, and every async test that runs after it would find that loop.
+@pytest.fixture(scope="module")
+def playwright_session() -> Iterator[Playwright]:
+    """Starts Playwright's driver once for the session."""
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_session: Playwright, chromium_path: str) -> Iterator[Browser]:
+    """Launches Debian's Chromium headless (never Playwright's own download)."""
+    launched = playwright_session.chromium.launch(
+        executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+    )
+    try:
+        yield launched
+    finally:
+        launched.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Screenshots:
+    """Where this test's screenshots go (and var/screenshots/ too)."""
+    return Screenshots(tmp_path / "screenshots")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers the `browser` marker (also listed in pyproject.toml's markers)."""
+    config.addinivalue_line("markers", "browser: drives headless Chromium against the real stack")

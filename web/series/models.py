@@ -1,0 +1,110 @@
+"""The series job: one uploaded series zip, where its analysis stands and what it found."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class SeriesJob(models.Model):
+    """One series zip a user uploaded and its analysis, processed in the background.
+
+    The row is the queue: a worker claims `queued` rows, marks them `running` and beats
+    a heartbeat while it works; a row whose heartbeat stopped (its process died) is
+    queued again, or failed once it has used its attempts. Nothing is lost on restart.
+    """
+
+    class Status(models.TextChoices):
+        """Where the job stands."""
+
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Stage(models.TextChoices):
+        """What a running job is doing, for the progress shown live."""
+
+        WAITING = "waiting", "Waiting for the worker"
+        SENDING = "sending", "Sending the series to the analysis service"
+        ANALYSING = "analysing", "Analysing"
+        THUMBNAILS = "thumbnails", "Preparing the slice viewer"
+        FINISHED = "finished", "Finished"
+
+    # Random ids: nothing about other users' jobs can be guessed or counted from them.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="series_jobs"
+    )
+    disease = models.CharField(max_length=63, default="mri")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
+    progress = models.FloatField(default=0.0)  # 0 to 1 within the analysis
+
+    # The stored zip, by its name in the private storage; its size in bytes.
+    zip_name = models.CharField(max_length=200)
+    zip_bytes = models.PositiveBigIntegerField()
+
+    # Findings: [{"index": 0, "positive": false, "scores": {"single": 0.1, ...}}, ...].
+    slices = models.JSONField(default=list, blank=True)
+    positive_slices = models.JSONField(default=list, blank=True)
+    slice_count = models.PositiveIntegerField(default=0)
+    thumbnail_count = models.PositiveIntegerField(default=0)
+    model_name = models.CharField(max_length=200, blank=True)
+    model_version = models.CharField(max_length=100, blank=True)
+    demo_model = models.BooleanField(default=False)
+
+    request_id = models.CharField(max_length=128, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The gRPC status name of the failure and the message a person is shown.
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.CharField(max_length=500, blank=True)
+    retryable = models.BooleanField(default=False)
+    # The service's stage timings and the whole gateway call, in milliseconds.
+    timings = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = (
+            models.Index(fields=("user", "-created_at"), name="series_user_created"),
+            models.Index(fields=("status", "created_at"), name="series_status_created"),
+        )
+
+    def __str__(self) -> str:
+        return f"series job {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        """Tells whether the job reached done or failed."""
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    @property
+    def percent(self) -> int:
+        """Returns the progress as a whole percentage."""
+        return 100 if self.status == self.Status.DONE else round(self.progress * 100)
+
+    def progress_json(self) -> dict[str, Any]:
+        """Returns what the job page polls: status, stage, progress and any error."""
+        return {
+            "id": str(self.pk),
+            "status": self.status,
+            "stage": self.stage,
+            "stage_display": self.get_stage_display(),
+            "progress": round(self.progress, 4) if self.status != self.Status.DONE else 1.0,
+            "error": (
+                {"code": self.error_code, "message": self.error_message}
+                if self.status == self.Status.FAILED
+                else None
+            ),
+        }

@@ -1,0 +1,486 @@
+"""Writes of the series app: chunked uploads, jobs, their processing, retry and deletion."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from servicekit.request_context import accept_request_id, current_request_id
+from web import gateway_client
+from web.gateway_client import GatewayClient, GatewayError, SeriesAnalysis
+from web.series.models import SeriesJob
+from web.series.storage import PARTIAL_DIR, THUMBNAIL_DIR, ZIP_DIR, private_dir, series_root
+from web.series.thumbnails import SeriesRejected, render_thumbnails
+
+if TYPE_CHECKING:
+    from web.accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+ZIP_SIGNATURES = (b"PK\x03\x04",)
+COPY_BYTES = 1024 * 1024
+# A running job whose worker has not beaten its heartbeat for this long lost its process.
+STALE_HEARTBEAT = timedelta(seconds=60)
+MAX_ATTEMPTS = 3
+# Partial uploads nobody finished are removed after this long.
+PARTIAL_UPLOAD_TTL = timedelta(hours=24)
+PROGRESS_EVERY_S = 0.5
+# Share of the progress bar that sending the zip takes; the analysis takes the rest.
+SENDING_SHARE = 0.5
+
+
+class UploadRefused(Exception):
+    """An upload (or one chunk of it) that is refused; nothing of it is kept unless resumable."""
+
+    def __init__(self, message: str, *, http_status: int, reason: str, received: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.reason = reason
+        self.received = received
+
+
+@dataclass(frozen=True)
+class ChunkReceipt:
+    """Where a chunked upload stands after one chunk: its id, bytes received, the job once whole."""
+
+    upload_id: str
+    received: int
+    total: int
+    job: SeriesJob | None
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MB"
+
+
+def _check_total(total: int) -> None:
+    cap = settings.WEB_MAX_SERIES_BYTES
+    if total <= 0:
+        raise UploadRefused("The file is empty.", http_status=400, reason="SERIES_EMPTY")
+    if total > cap:
+        raise UploadRefused(
+            f"The series is {_megabytes(total)}; the limit is {_megabytes(cap)}.",
+            http_status=413,
+            reason="SERIES_TOO_LARGE",
+        )
+
+
+def _partial_path(user: User, upload_id: str) -> Path:
+    # The owner's id is part of the name: nobody can append to another user's upload.
+    return private_dir(PARTIAL_DIR) / f"{user.pk}-{upload_id}.part"
+
+
+def _valid_upload_id(upload_id: str) -> str:
+    try:
+        return uuid.UUID(hex=upload_id).hex
+    except ValueError:
+        raise UploadRefused(
+            "Unknown upload; start it again.", http_status=404, reason="UPLOAD_NOT_FOUND"
+        ) from None
+
+
+def upload_received(*, user: User, upload_id: str) -> int:
+    """Returns how many bytes of the user's unfinished upload arrived (to resume it)."""
+    path = _partial_path(user, _valid_upload_id(upload_id))
+    if not path.is_file():
+        raise UploadRefused(
+            "Unknown upload; start it again.", http_status=404, reason="UPLOAD_NOT_FOUND"
+        )
+    return path.stat().st_size
+
+
+def series_chunk_append(
+    *, user: User, upload_id: str, offset: int, total: int, chunk: IO[bytes], chunk_size: int
+) -> ChunkReceipt:
+    """Appends one chunk to the user's upload; the chunk that completes it creates the job.
+
+    The first chunk has no `upload_id` and offset 0. A chunk must start where the stored
+    bytes end: otherwise 409 with the bytes received, so the client resumes from there.
+    Anything refused for good (over the cap, empty, not a zip) removes the partial file.
+    """
+    _check_total(total)
+    if not upload_id:
+        if offset != 0:
+            raise UploadRefused(
+                "A new upload starts at offset 0.", http_status=400, reason="UPLOAD_OFFSET"
+            )
+        uploads_prune_stale()
+        upload_id = uuid.uuid4().hex
+        _partial_path(user, upload_id).touch(mode=0o600, exist_ok=False)
+    upload_id = _valid_upload_id(upload_id)
+    path = _partial_path(user, upload_id)
+    if not path.is_file():
+        raise UploadRefused(
+            "Unknown upload; start it again.", http_status=404, reason="UPLOAD_NOT_FOUND"
+        )
+    try:
+        received = _append(path, offset=offset, total=total, chunk=chunk, chunk_size=chunk_size)
+    except UploadRefused as refused:
+        if refused.http_status != 409:
+            path.unlink(missing_ok=True)
+        raise
+    if received < total:
+        return ChunkReceipt(upload_id, received, total, None)
+    try:
+        job = series_job_create_from_file(user=user, path=path)
+    finally:
+        path.unlink(missing_ok=True)
+    return ChunkReceipt(upload_id, received, total, job)
+
+
+def _append(path: Path, *, offset: int, total: int, chunk: IO[bytes], chunk_size: int) -> int:
+    """Writes the chunk at the end of the file under an exclusive lock; returns the new size."""
+    with path.open("r+b") as stored:
+        fcntl.flock(stored, fcntl.LOCK_EX)
+        size = os.fstat(stored.fileno()).st_size
+        if offset != size:
+            raise UploadRefused(
+                f"This upload has {size} bytes; send the chunk that starts there.",
+                http_status=409,
+                reason="UPLOAD_OFFSET",
+                received=size,
+            )
+        if chunk_size <= 0 or offset + chunk_size > total:
+            raise UploadRefused(
+                "The chunk does not fit the declared size of the upload.",
+                http_status=400 if chunk_size <= 0 else 413,
+                reason="UPLOAD_CHUNK",
+            )
+        stored.seek(size)
+        written = _copy(chunk, stored, limit=total - size)
+        if written != chunk_size:
+            raise UploadRefused(
+                "The chunk arrived incomplete.", http_status=400, reason="UPLOAD_CHUNK"
+            )
+        return size + written
+
+
+def _copy(source: IO[bytes], target: IO[bytes], *, limit: int) -> int:
+    """Copies at most limit bytes; one more byte than that is a refusal."""
+    written = 0
+    while block := source.read(min(COPY_BYTES, limit - written + 1)):
+        written += len(block)
+        if written > limit:
+            raise UploadRefused(
+                "The upload is larger than it declared.", http_status=413, reason="UPLOAD_CHUNK"
+            )
+        target.write(block)
+    return written
+
+
+def series_job_create(*, user: User, upload: IO[bytes]) -> SeriesJob:
+    """Stores a whole uploaded zip (form or API) and queues its job; see series_chunk_append."""
+    path = private_dir(PARTIAL_DIR) / f"{user.pk}-{uuid.uuid4().hex}.part"
+    try:
+        # Owner-only from the first byte, whatever the umask.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as stored:
+            upload.seek(0)
+            _copy(upload, stored, limit=settings.WEB_MAX_SERIES_BYTES)
+        _check_total(path.stat().st_size)
+        return series_job_create_from_file(user=user, path=path)
+    except UploadRefused as refused:
+        if refused.reason == "UPLOAD_CHUNK":  # over the cap while copying
+            refused = UploadRefused(
+                f"The series is larger than the limit of "
+                f"{_megabytes(settings.WEB_MAX_SERIES_BYTES)}.",
+                http_status=413,
+                reason="SERIES_TOO_LARGE",
+            )
+        raise refused from None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _check_zip(path: Path) -> None:
+    with path.open("rb") as stored:
+        head = stored.read(4)
+    if not head.startswith(ZIP_SIGNATURES) or not zipfile.is_zipfile(path):
+        raise UploadRefused(
+            "The file is not a zip archive. Upload the series as one .zip file.",
+            http_status=400,
+            reason="SERIES_NOT_ZIP",
+        )
+
+
+def series_job_create_from_file(*, user: User, path: Path) -> SeriesJob:
+    """Moves a complete upload into private storage and queues its job; the caller's file goes.
+
+    Refuses (UploadRefused, no row, no file) an empty file, one over the cap, or one that
+    is not a zip; what is inside the zip is the MRI service's to judge.
+    """
+    size = path.stat().st_size
+    _check_total(size)
+    _check_zip(path)
+    job_id = uuid.uuid4()
+    zip_name = f"{ZIP_DIR}/{job_id.hex}.zip"
+    target = private_dir(ZIP_DIR) / f"{job_id.hex}.zip"
+    shutil.move(path, target)
+    try:
+        with transaction.atomic():
+            job = SeriesJob.objects.create(
+                id=job_id,
+                user=user,
+                zip_name=zip_name,
+                zip_bytes=size,
+                request_id=accept_request_id(current_request_id()),
+            )
+            transaction.on_commit(_notify_worker)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    logger.info("series job %s queued (%d bytes)", job.pk, size)
+    return job
+
+
+def _notify_worker() -> None:
+    from web.series import worker
+
+    worker.notify()
+
+
+def uploads_prune_stale() -> int:
+    """Removes partial uploads untouched for PARTIAL_UPLOAD_TTL; returns how many."""
+    cutoff = time.time() - PARTIAL_UPLOAD_TTL.total_seconds()
+    removed = 0
+    for path in private_dir(PARTIAL_DIR).glob("*.part"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+
+def series_job_claim(*, worker: str) -> SeriesJob | None:
+    """Claims the oldest queued job for this worker, or returns None; two never claim one."""
+    for job_id in (
+        SeriesJob.objects.filter(status=SeriesJob.Status.QUEUED)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:8]
+    ):
+        now = timezone.now()
+        claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
+            status=SeriesJob.Status.RUNNING,
+            stage=SeriesJob.Stage.SENDING,
+            progress=0.0,
+            worker=worker,
+            heartbeat_at=now,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+        if claimed:
+            return SeriesJob.objects.get(pk=job_id)
+    return None
+
+
+def series_jobs_recover() -> tuple[int, int]:
+    """Requeues running jobs whose worker died; fails those that used every attempt.
+
+    Returns (requeued, failed). A job is orphaned when its heartbeat is older than
+    STALE_HEARTBEAT: its process stopped (a restart, a crash) mid-analysis.
+    """
+    cutoff = timezone.now() - STALE_HEARTBEAT
+    orphans = SeriesJob.objects.filter(status=SeriesJob.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    )
+    failed = orphans.filter(attempts__gte=MAX_ATTEMPTS).update(
+        status=SeriesJob.Status.FAILED,
+        stage=SeriesJob.Stage.FINISHED,
+        error_code="ABORTED",
+        error_message="The analysis was interrupted several times. Please try again later.",
+        retryable=True,
+        finished_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    requeued = orphans.filter(attempts__lt=MAX_ATTEMPTS).update(
+        status=SeriesJob.Status.QUEUED,
+        stage=SeriesJob.Stage.WAITING,
+        progress=0.0,
+        worker="",
+        updated_at=timezone.now(),
+    )
+    if requeued or failed:
+        logger.warning("series jobs of a stopped worker: %d requeued, %d failed", requeued, failed)
+    return requeued, failed
+
+
+def series_job_retry(*, job: SeriesJob) -> SeriesJob:
+    """Queues a failed, retryable job again; any other job comes back unchanged."""
+    if job.status != SeriesJob.Status.FAILED or not job.retryable:
+        return job
+    with transaction.atomic():
+        SeriesJob.objects.filter(pk=job.pk, status=SeriesJob.Status.FAILED).update(
+            status=SeriesJob.Status.QUEUED,
+            stage=SeriesJob.Stage.WAITING,
+            progress=0.0,
+            attempts=0,
+            error_code="",
+            error_message="",
+            retryable=False,
+            updated_at=timezone.now(),
+        )
+        transaction.on_commit(_notify_worker)
+    job.refresh_from_db()
+    return job
+
+
+def series_job_delete(*, job: SeriesJob) -> None:
+    """Deletes a job and its stored zip and thumbnails."""
+    job_hex = job.pk.hex
+    job.delete()
+    (series_root() / job.zip_name).unlink(missing_ok=True)
+    shutil.rmtree(series_root() / THUMBNAIL_DIR / job_hex, ignore_errors=True)
+
+
+# --- processing -----------------------------------------------------------------------------
+
+
+class _Sent:
+    """Counts the bytes handed to grpc, which reads the chunks in its own thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def chunks(self, stream: IO[bytes]) -> Iterator[bytes]:
+        for chunk in gateway_client.file_chunks(stream):
+            self.count += len(chunk)
+            yield chunk
+
+
+def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> SeriesJob:
+    """Streams a claimed job's zip to the gateway, then records the findings and thumbnails.
+
+    The call runs in a helper thread while this thread writes the progress and the
+    heartbeat to the row, so every database write stays in the worker's own thread.
+    A gateway failure becomes the job's error (INVALID_ARGUMENT shows the service's
+    own message, such as which zip entry was refused).
+    """
+    client = gateway or gateway_client.get_gateway()
+    zip_path = series_root() / job.zip_name
+    sent = _Sent()
+    started = time.perf_counter()
+    try:
+        with zip_path.open("rb") as stored, ThreadPoolExecutor(1, "series-call") as pool:
+            future = pool.submit(
+                client.analyze_series,
+                chunks=sent.chunks(stored),
+                disease=job.disease,
+                total_size_bytes=job.zip_bytes,
+                request_id=job.request_id or None,
+            )
+            result = _await(future.result, lambda: _beat(job, sent.count))
+    except GatewayError as error:
+        return series_job_fail(job=job, error=error)
+    except FileNotFoundError:
+        return _fail(job, "DATA_LOSS", "The stored series is gone; upload it again.", False)
+    job.timings = {"call_ms": round((time.perf_counter() - started) * 1000, 3)}
+    return series_job_record(job=job, result=result, zip_path=zip_path)
+
+
+def _await(result: Callable[..., SeriesAnalysis], beat: Callable[[], None]) -> SeriesAnalysis:
+    while True:
+        try:
+            return result(timeout=PROGRESS_EVERY_S)
+        except FutureTimeout:
+            beat()
+
+
+def _beat(job: SeriesJob, sent: int) -> None:
+    """Writes the progress and the heartbeat of a running job."""
+    fraction = min(sent / job.zip_bytes, 1.0) if job.zip_bytes else 1.0
+    job.stage = SeriesJob.Stage.SENDING if fraction < 1.0 else SeriesJob.Stage.ANALYSING
+    job.progress = round(fraction * SENDING_SHARE, 4) if fraction < 1.0 else 0.9
+    job.heartbeat_at = timezone.now()
+    SeriesJob.objects.filter(pk=job.pk).update(
+        stage=job.stage, progress=job.progress, heartbeat_at=job.heartbeat_at
+    )
+
+
+def series_job_record(*, job: SeriesJob, result: SeriesAnalysis, zip_path: Path) -> SeriesJob:
+    """Records the findings, renders the viewer's thumbnails and marks the job done."""
+    job.slices = [
+        {
+            "index": finding.slice_index,
+            "positive": finding.positive,
+            "scores": {s.model_name: s.probability for s in finding.scores},
+        }
+        for finding in sorted(result.slices, key=lambda f: f.slice_index)
+    ]
+    job.positive_slices = sorted(result.positive_slice_indices)
+    job.slice_count = result.slice_count
+    job.model_name, job.model_version = result.model_name, result.model_version
+    job.demo_model = result.demo_model
+    job.request_id = result.request_id
+    job.timings = {
+        **job.timings,
+        "upload_ms": result.upload_ms,
+        "prepare_ms": result.prepare_ms,
+        "model_ms": result.model_ms,
+        "gateway_ms": result.elapsed_ms,
+    }
+    SeriesJob.objects.filter(pk=job.pk).update(
+        stage=SeriesJob.Stage.THUMBNAILS, progress=0.95, heartbeat_at=timezone.now()
+    )
+    job.thumbnail_count = _store_thumbnails(job, zip_path)
+    job.status, job.stage, job.progress = SeriesJob.Status.DONE, SeriesJob.Stage.FINISHED, 1.0
+    job.error_code = job.error_message = ""
+    job.retryable = False
+    job.finished_at = timezone.now()
+    job.save()
+    logger.info("series job %s done: %d positive slices", job.pk, len(job.positive_slices))
+    return job
+
+
+def _store_thumbnails(job: SeriesJob, zip_path: Path) -> int:
+    """Stores one PNG per slice; returns how many (0 if they could not be made)."""
+    try:
+        images = render_thumbnails(zip_path=zip_path)
+    except (SeriesRejected, OSError, ValueError):
+        logger.exception("series job %s: thumbnails could not be rendered", job.pk)
+        return 0
+    folder = private_dir(THUMBNAIL_DIR) / job.pk.hex
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for index, image in enumerate(images):
+        target = folder / f"{index}.png"
+        target.write_bytes(image)
+        target.chmod(0o600)
+    return len(images)
+
+
+def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:
+    """Records that the gateway could not analyse the series, and why."""
+    job.request_id = error.request_id or job.request_id
+    return _fail(job, error.code, error.message, error.retryable)
+
+
+def _fail(job: SeriesJob, code: str, message: str, retryable: bool) -> SeriesJob:
+    job.status, job.stage = SeriesJob.Status.FAILED, SeriesJob.Stage.FINISHED
+    job.error_code, job.error_message = code, message[:500]
+    job.retryable = retryable
+    job.finished_at = timezone.now()
+    job.save()
+    logger.warning("series job %s failed: %s", job.pk, code)
+    return job

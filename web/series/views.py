@@ -1,0 +1,198 @@
+"""Pages of the series app: upload (chunked by the page's script), job page, progress, viewer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from web.series import selectors, services
+from web.series.models import SeriesJob
+
+if TYPE_CHECKING:
+    from web.accounts.models import User
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _user(request: HttpRequest) -> User:
+    """Returns the signed-in user (LoginRequiredMiddleware lets no one else reach the views)."""
+    user = request.user
+    if not user.is_authenticated:
+        raise PermissionDenied
+    return user
+
+
+def _owned(request: HttpRequest, job_id: uuid.UUID) -> SeriesJob:
+    """Returns the requester's job; anybody else's is indistinguishable from a missing one."""
+    job = selectors.series_job_get(user=_user(request), job_id=job_id)
+    if job is None:
+        raise Http404("No such series.")
+    return job
+
+
+def _no_store(response: HttpResponse) -> HttpResponse:
+    response["Cache-Control"] = "no-store, private"
+    return response
+
+
+def _refused(refused: services.UploadRefused) -> JsonResponse:
+    body = {"error": {"code": refused.reason, "message": refused.message}}
+    if refused.http_status == 409:
+        body["received"] = refused.received  # type: ignore[assignment]
+    return JsonResponse(body, status=refused.http_status)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    """Shows the upload page; without the script, the form posts the whole zip here."""
+    user = _user(request)
+    error = ""
+    if request.method == "POST":
+        series = request.FILES.get("series")
+        if series is None:
+            error = "Choose a series zip to upload."
+        else:
+            try:
+                job = services.series_job_create(user=user, upload=series)
+            except services.UploadRefused as refused:
+                error = refused.message
+            else:
+                return HttpResponseRedirect(reverse("series:detail", args=[job.pk]), status=303)
+    context = {
+        "error": error,
+        "max_bytes": settings.WEB_MAX_SERIES_BYTES,
+        "max_megabytes": f"{settings.WEB_MAX_SERIES_BYTES / 2**20:g}",
+        "chunk_bytes": CHUNK_BYTES,
+        "jobs": selectors.series_job_list(user=user)[:10],
+    }
+    return render(request, "series/upload.html", context, status=400 if error else 200)
+
+
+@require_POST
+def chunk(request: HttpRequest) -> JsonResponse:
+    """Appends one chunk (multipart `chunk`, with `upload_id`, `offset`, `total`) to an upload."""
+    data = request.FILES.get("chunk")
+    try:
+        offset = int(request.POST.get("offset", ""))
+        total = int(request.POST.get("total", ""))
+    except ValueError:
+        return JsonResponse(
+            {"error": {"code": "UPLOAD_CHUNK", "message": "offset and total must be numbers."}},
+            status=400,
+        )
+    if data is None:
+        return JsonResponse(
+            {"error": {"code": "UPLOAD_CHUNK", "message": "The chunk is missing."}}, status=400
+        )
+    try:
+        receipt = services.series_chunk_append(
+            user=_user(request),
+            upload_id=request.POST.get("upload_id", ""),
+            offset=offset,
+            total=total,
+            chunk=data,
+            chunk_size=data.size or 0,
+        )
+    except services.UploadRefused as refused:
+        return _refused(refused)
+    body: dict[str, object] = {
+        "upload_id": receipt.upload_id,
+        "received": receipt.received,
+        "total": receipt.total,
+    }
+    if receipt.job is not None:
+        body["job"] = str(receipt.job.pk)
+        body["url"] = reverse("series:detail", args=[receipt.job.pk])
+    return JsonResponse(body, status=201 if receipt.job is not None else 200)
+
+
+@require_safe
+def chunk_status(request: HttpRequest, upload_id: str) -> JsonResponse:
+    """Tells how many bytes of an unfinished upload arrived, so the page can resume it."""
+    try:
+        received = services.upload_received(user=_user(request), upload_id=upload_id)
+    except services.UploadRefused as refused:
+        return _refused(refused)
+    return JsonResponse({"upload_id": upload_id, "received": received})
+
+
+@require_safe
+def detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Shows a job: live progress while it runs, then the slice viewer or the error."""
+    job = _owned(request, job_id)
+    slices = [
+        {
+            **s,
+            "scores_list": [
+                {"model": name, "percent": round(float(p) * 100, 1)}
+                for name, p in sorted(s["scores"].items())
+            ],
+            "has_thumbnail": s["index"] < job.thumbnail_count,
+        }
+        for s in job.slices
+    ]
+    context = {
+        "job": job,
+        "slices": slices,
+        "plot": selectors.series_plot(job=job) if job.status == SeriesJob.Status.DONE else None,
+    }
+    return _no_store(render(request, "series/detail.html", context))
+
+
+@require_safe
+def progress(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Returns the job's status and progress as JSON, for the job page to poll."""
+    return _no_store(JsonResponse(_owned(request, job_id).progress_json()))
+
+
+@require_safe
+def thumbnail(request: HttpRequest, job_id: uuid.UUID, index: int) -> FileResponse:
+    """Sends one slice's thumbnail to the job's owner only, never to be cached."""
+    job = _owned(request, job_id)
+    path = selectors.series_thumbnail_path(job=job, index=index)
+    if path is None:
+        raise Http404("No such slice.")
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "no-store, private"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_POST
+def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Queues a failed job's stored series again."""
+    job = services.series_job_retry(job=_owned(request, job_id))
+    if job.status == SeriesJob.Status.QUEUED:
+        messages.success(request, "The series was queued again.")
+    else:
+        messages.info(request, "This series cannot be retried.")
+    return HttpResponseRedirect(reverse("series:detail", args=[job.pk]), status=303)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def delete(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Asks to confirm, then deletes the job, its zip and its thumbnails."""
+    job = _owned(request, job_id)
+    if request.method == "POST":
+        if job.status == SeriesJob.Status.RUNNING:
+            messages.info(request, "A series cannot be deleted while it is analysed.")
+            return HttpResponseRedirect(reverse("series:detail", args=[job.pk]), status=303)
+        services.series_job_delete(job=job)
+        messages.success(request, "The series and its files were deleted.")
+        return HttpResponseRedirect(reverse("series:upload"), status=303)
+    return render(request, "series/delete.html", {"job": job})

@@ -1,0 +1,130 @@
+"""The in-process job worker: a thread that claims queued series jobs from the database.
+
+The rows are the queue, so a restart loses nothing: at start (and every minute) the
+worker requeues jobs whose worker stopped beating its heartbeat, or fails those that
+used their attempts. Several processes may each run a worker; a claim is one atomic
+UPDATE, so no job runs twice at once.
+
+Next step, not done: with REDIS_URL set, production is meant to run these jobs with
+Celery on Redis (a task that claims one job by id and calls `services.series_job_run`).
+Celery is not a dependency yet, so the in-process worker runs in every deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+
+from django.db import DatabaseError, close_old_connections
+
+from web.series import services
+
+logger = logging.getLogger(__name__)
+
+MODE_ENV = "WEB_SERIES_WORKER"  # "thread" (the default) or "off"
+IDLE_WAIT_S = 2.0
+RECOVER_EVERY_S = 30.0
+
+
+def worker_name() -> str:
+    """Returns a name unique to this process: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def serving_process() -> bool:
+    """Tells whether this process serves the site (python -m web, runserver), not a command."""
+    if os.environ.get(MODE_ENV, "thread").strip().lower() == "off":
+        return False
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    serving = program in ("daphne", "uvicorn") or "runserver" in sys.argv[1:2]
+    return serving or sys.argv[0].replace(os.sep, "/").endswith("web/__main__.py")
+
+
+class SeriesWorker(threading.Thread):
+    """Claims and runs queued jobs one at a time until stopped."""
+
+    def __init__(self, *, idle_wait_s: float = IDLE_WAIT_S) -> None:
+        super().__init__(name="series-worker", daemon=True)
+        self.worker = worker_name()
+        self.idle_wait_s = idle_wait_s
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+
+    def notify(self) -> None:
+        """Wakes the worker: a job was queued."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Asks the worker to stop after its current job and waits for it."""
+        self._halt.set()
+        self._wake.set()
+        if self.is_alive():
+            self.join(timeout_s)
+
+    def run(self) -> None:
+        """Recovers orphaned jobs, then claims and runs jobs until stopped."""
+        logger.info("series worker %s started", self.worker)
+        recovered_at = 0.0
+        while not self._halt.is_set():
+            try:
+                close_old_connections()
+                now = time.monotonic()
+                if now - recovered_at >= RECOVER_EVERY_S:
+                    services.series_jobs_recover()
+                    recovered_at = now
+                if self.run_one():
+                    continue
+            except DatabaseError as error:
+                # The tables may not exist yet (`python -m web` migrates after the apps
+                # load), or the database is restarting: try again after the idle wait.
+                logger.warning("series worker: database not ready (%s); retrying", error)
+            except Exception:
+                logger.exception("series worker: could not claim or run a job")
+            finally:
+                close_old_connections()
+            self._wake.wait(self.idle_wait_s)
+            self._wake.clear()
+        logger.info("series worker %s stopped", self.worker)
+
+    def run_one(self) -> bool:
+        """Claims one job and runs it; tells whether there was one."""
+        job = services.series_job_claim(worker=self.worker)
+        if job is None:
+            return False
+        services.series_job_run(job=job)
+        return True
+
+
+_lock = threading.Lock()
+_worker: SeriesWorker | None = None
+
+
+def start_worker() -> SeriesWorker:
+    """Starts this process's worker once; later calls return the running one."""
+    global _worker
+    with _lock:
+        if _worker is None or not _worker.is_alive():
+            _worker = SeriesWorker()
+            _worker.start()
+        return _worker
+
+
+def stop_worker() -> None:
+    """Stops this process's worker, if one runs."""
+    global _worker
+    with _lock:
+        running, _worker = _worker, None
+    if running is not None:
+        running.stop()
+
+
+def notify() -> None:
+    """Wakes this process's worker, if one runs; otherwise the job waits for one that does."""
+    running = _worker
+    if running is not None:
+        running.notify()
