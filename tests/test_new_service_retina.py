@@ -75,8 +75,13 @@ def run(copy: Path, *argv: str, timeout: float = 120) -> subprocess.CompletedPro
 
 
 def environment(copy: Path, **extra: str) -> dict[str, str]:
-    """Returns an environment in which the copy's packages win over the installed ones."""
-    return {**os.environ, "PYTHONPATH": str(copy), "NO_COLOR": "1", **extra}
+    """Returns an environment in which the copy's packages win over the installed ones.
+
+    Django's settings module is left out: a web test of this session may have set it
+    (Celery's app sets it on import), and the copy's pytest must not load Django.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return {**inherited, "PYTHONPATH": str(copy), "NO_COLOR": "1", **extra}
 
 
 def port_offset() -> int:

@@ -233,6 +233,10 @@ WHITENOISE_USE_FINDERS = DEBUG
 WEB_MAX_IMAGE_BYTES = env_int(ENV, "WEB_MAX_IMAGE_BYTES", 20 * MIB, minimum=1024)
 WEB_MAX_IMAGE_PIXELS = env_int(ENV, "WEB_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 WEB_MAX_SERIES_BYTES = env_int(ENV, "WEB_MAX_SERIES_BYTES", 1024 * MIB, minimum=MIB)
+# Longest one MRI series job may run under Celery (WEB_SERIES_WORKER=celery).
+WEB_SERIES_TASK_TIME_LIMIT_SECONDS = env_int(
+    ENV, "WEB_SERIES_TASK_TIME_LIMIT_SECONDS", 3600, minimum=60
+)
 # Bodies other than files (JSON, form fields) stay small; files spool to disk above 2.5 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * MIB
 FILE_UPLOAD_PERMISSIONS = 0o600

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from mri_service.ingest import IngestLimits, open_series
 from servicekit.request_context import accept_request_id, current_request_id
 from web import gateway_client
 from web.gateway_client import GatewayClient, GatewayError, SeriesAnalysis
@@ -212,7 +213,14 @@ def series_job_create(*, user: User, upload: IO[bytes]) -> SeriesJob:
 def _check_zip(path: Path) -> None:
     with path.open("rb") as stored:
         head = stored.read(4)
-    if not head.startswith(ZIP_SIGNATURES) or not zipfile.is_zipfile(path):
+    if head.startswith(ZIP_SIGNATURES) and not zipfile.is_zipfile(path):
+        raise UploadRefused(
+            "The zip archive is incomplete or damaged: its table of contents is missing. "
+            "Upload the series again.",
+            http_status=400,
+            reason="SERIES_NOT_ZIP",
+        )
+    if not head.startswith(ZIP_SIGNATURES):
         raise UploadRefused(
             "The file is not a zip archive. Upload the series as one .zip file.",
             http_status=400,
@@ -220,15 +228,35 @@ def _check_zip(path: Path) -> None:
         )
 
 
+def _ingest_limits() -> IngestLimits:
+    """Returns the MRI service's caps, with the web tier's own byte cap on the upload."""
+    return IngestLimits(max_upload_bytes=settings.WEB_MAX_SERIES_BYTES)
+
+
+def _check_series(path: Path) -> None:
+    """Checks the zip's structure and every DICOM header as the MRI service will, no pixels.
+
+    A hostile or malformed series (unsafe names, links, nested archives, bombs, a missing
+    phase, a file that is not DICOM, a truncated zip) is refused here with the service's
+    own message, which names the offending entry.
+    """
+    try:
+        open_series(path, _ingest_limits())
+    except SeriesRejected as rejected:
+        raise UploadRefused(rejected.message, http_status=400, reason=rejected.reason) from None
+
+
 def series_job_create_from_file(*, user: User, path: Path) -> SeriesJob:
     """Moves a complete upload into private storage and queues its job; the caller's file goes.
 
-    Refuses (UploadRefused, no row, no file) an empty file, one over the cap, or one that
-    is not a zip; what is inside the zip is the MRI service's to judge.
+    Refuses (UploadRefused, no row, no file) an empty file, one over the cap, one that is
+    not a zip, or a zip that is not a series the MRI service would accept (checked without
+    decoding pixels; the message names the offending entry).
     """
     size = path.stat().st_size
     _check_total(size)
     _check_zip(path)
+    _check_series(path)
     job_id = uuid.uuid4()
     zip_name = f"{ZIP_DIR}/{job_id.hex}.zip"
     target = private_dir(ZIP_DIR) / f"{job_id.hex}.zip"

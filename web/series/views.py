@@ -27,6 +27,28 @@ if TYPE_CHECKING:
     from web.accounts.models import User
 
 CHUNK_BYTES = 4 * 1024 * 1024
+# Steps between the slice numbers under the plot; the smallest that gives at most MAX_TICKS.
+TICK_STEPS = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
+MAX_TICKS = 9
+
+
+def size_label(count: int) -> str:
+    """Returns a byte count the way people read a limit: "1 GB", "512 MB", "1.5 GB"."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} bytes"
+
+
+def plot_ticks(count: int) -> list[dict[str, float]]:
+    """Returns the slices numbered under the plot and where each sits, as a % of its width.
+
+    The plot draws slice i at the middle of the i-th of `count` equal columns.
+    """
+    if count <= 0:
+        return []
+    step = next((s for s in TICK_STEPS if count / s <= MAX_TICKS), TICK_STEPS[-1])
+    return [{"index": i, "left": round((i + 0.5) * 100 / count, 3)} for i in range(0, count, step)]
 
 
 def _user(request: HttpRequest) -> User:
@@ -76,7 +98,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     context = {
         "error": error,
         "max_bytes": settings.WEB_MAX_SERIES_BYTES,
-        "max_megabytes": f"{settings.WEB_MAX_SERIES_BYTES / 2**20:g}",
+        "max_size": size_label(settings.WEB_MAX_SERIES_BYTES),
         "chunk_bytes": CHUNK_BYTES,
         "jobs": selectors.series_job_list(user=user)[:10],
     }
@@ -150,6 +172,7 @@ def detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         "job": job,
         "slices": slices,
         "plot": selectors.series_plot(job=job) if job.status == SeriesJob.Status.DONE else None,
+        "ticks": plot_ticks(len(job.slices)),
     }
     return _no_store(render(request, "series/detail.html", context))
 

@@ -5,9 +5,10 @@ worker requeues jobs whose worker stopped beating its heartbeat, or fails those 
 used their attempts. Several processes may each run a worker; a claim is one atomic
 UPDATE, so no job runs twice at once.
 
-Next step, not done: with REDIS_URL set, production is meant to run these jobs with
-Celery on Redis (a task that claims one job by id and calls `services.series_job_run`).
-Celery is not a dependency yet, so the in-process worker runs in every deployment.
+WEB_SERIES_WORKER picks who runs the jobs: "thread" (the default) runs this worker in
+the process that serves the site; "celery" starts no thread and sends each job to Celery
+on REDIS_URL (web/series/tasks.py, consumed by `celery -A web.config.celery worker`);
+"off" runs none here (another process does).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from web.series import services
 
 logger = logging.getLogger(__name__)
 
-MODE_ENV = "WEB_SERIES_WORKER"  # "thread" (the default) or "off"
+MODE_ENV = "WEB_SERIES_WORKER"  # "thread" (the default), "celery" or "off"
+MODES = ("thread", "celery", "off")
 IDLE_WAIT_S = 2.0
 RECOVER_EVERY_S = 30.0
 
@@ -36,9 +38,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def mode() -> str:
+    """Returns WEB_SERIES_WORKER: "thread", "celery" or "off"; refuses anything else."""
+    chosen = os.environ.get(MODE_ENV, "thread").strip().lower() or "thread"
+    if chosen not in MODES:
+        raise ValueError(f"{MODE_ENV} must be one of {', '.join(MODES)}, got {chosen!r}")
+    return chosen
+
+
 def serving_process() -> bool:
-    """Tells whether this process serves the site (python -m web, runserver), not a command."""
-    if os.environ.get(MODE_ENV, "thread").strip().lower() == "off":
+    """Tells whether this process serves the site and runs the worker thread (mode "thread")."""
+    if mode() != "thread":
         return False
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     serving = program in ("daphne", "uvicorn") or "runserver" in sys.argv[1:2]
@@ -123,8 +133,16 @@ def stop_worker() -> None:
         running.stop()
 
 
-def notify() -> None:
-    """Wakes this process's worker, if one runs; otherwise the job waits for one that does."""
+def notify(*, job_id: uuid.UUID | None = None) -> None:
+    """Wakes this process's worker, or with Celery sends the job (by id, else the oldest).
+
+    Without a running worker (mode "off") the job waits in its row for one that does.
+    """
+    if mode() == "celery":
+        from web.series import tasks
+
+        tasks.enqueue(job_id=job_id)
+        return
     running = _worker
     if running is not None:
         running.notify()

@@ -286,14 +286,15 @@ def test_the_worker_thread_picks_up_a_queued_job_and_stops_cleanly(
     assert (job.status, job.error_code, job.worker) == ("failed", "UNAVAILABLE", thread.worker)
 
 
-def test_a_hostile_zip_is_accepted_at_upload_for_the_service_to_judge(
-    alice: User, media: Path
-) -> None:
+def test_a_hostile_zip_is_refused_at_upload_with_no_job(alice: User, media: Path) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../../etc/evil.dcm", b"DICM")
-    job = services.series_job_create(user=alice, upload=buffer)
-    assert job.status == "queued"
+    with pytest.raises(services.UploadRefused, match=r"\.\./\.\./etc/evil\.dcm") as refused:
+        services.series_job_create(user=alice, upload=buffer)
+    assert refused.value.http_status == 400
+    assert not SeriesJob.objects.exists()
+    assert [p for p in media.rglob("*") if p.is_file()] == []
 
 
 def test_only_the_serving_process_starts_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@
   var percent = form.querySelector("[data-upload-percent]");
   var chunkBytes = parseInt(form.dataset.chunkBytes, 10);
   var maxBytes = parseInt(form.dataset.maxBytes, 10);
+  var maxSize = form.dataset.maxSize || Math.round(maxBytes / 1048576) + " MB";
   var url = form.dataset.chunkUrl;
   var csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
 
@@ -71,7 +72,7 @@
     var file = input.files && input.files[0];
     if (!file) { showError("Choose a series zip to upload."); return; }
     if (file.size === 0) { showError("The file is empty."); return; }
-    if (file.size > maxBytes) { showError("The file is larger than the limit of " + Math.round(maxBytes / 1048576) + " MB."); return; }
+    if (file.size > maxBytes) { showError("The file is larger than the limit of " + maxSize + "."); return; }
     button.disabled = true;
     box.hidden = false;
     show(0, file.size);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs Debian's redis-server for the tests that run a real Redis (web/tests/test_series_celery.py).
+#
+# Idempotent: does nothing when redis-server is already on the PATH. Runs non-interactively
+# (no stdin): as root it calls apt-get directly, otherwise through `sudo -n`. The package is
+# not started as a service; each test starts its own server on a free loopback port.
+# Usage: scripts/install_redis.sh    (prints the server's path on its last line)
+set -euo pipefail
+
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+    echo "install_redis: found $(command -v redis-server), nothing to do"
+    command -v redis-server
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install_redis: redis-server is missing and apt-get is not available here;" \
+        "install Redis 7 yourself (redis-server and redis-cli on the PATH)" >&2
+    exit 1
+fi
+
+if [[ "$(id -u)" -eq 0 ]]; then
+    run_as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    run_as_root=(sudo -n)
+else
+    echo "install_redis: redis-server is missing; installing it needs root" \
+        "(run: sudo apt-get update && sudo apt-get install -y redis-server)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+if ! "${run_as_root[@]}" apt-get install -y -q redis-server </dev/null; then
+    echo "install_redis: apt-get install failed; running apt-get update and trying again"
+    "${run_as_root[@]}" apt-get update -q </dev/null
+    "${run_as_root[@]}" apt-get install -y -q redis-server </dev/null
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "install_redis: apt-get finished but redis-server is still missing" >&2
+    exit 1
+fi
+echo "install_redis: installed $(redis-server --version)"
+command -v redis-server

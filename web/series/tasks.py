@@ -1,0 +1,101 @@
+"""Celery tasks of the series app: run one queued job by id, and sweep for lost jobs.
+
+Used when WEB_SERIES_WORKER=celery (web/config/celery.py). The database row stays the
+queue: a task runs a job only after the same atomic claim the thread worker makes, so
+a message delivered twice never runs a job twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Task
+from django.db.models import F
+from django.utils import timezone
+
+from web.config.celery import app
+from web.series import services
+from web.series.models import SeriesJob
+from web.series.worker import worker_name
+
+logger = logging.getLogger(__name__)
+
+# A redelivered message whose job still looks alive waits this long between checks; after
+# STALE_HEARTBEAT the recovery rule requeues (or fails) the job of a lost worker.
+RECHECK_S = services.STALE_HEARTBEAT.total_seconds()
+MAX_RECHECKS = services.MAX_ATTEMPTS + 2
+SWEEP_BATCH = 200
+
+
+def series_job_claim_id(*, job_id: uuid.UUID, worker: str) -> SeriesJob | None:
+    """Claims the queued job with this id for the worker, or returns None; two never claim one.
+
+    The same conditional UPDATE as services.series_job_claim, for one given row.
+    """
+    now = timezone.now()
+    claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
+        status=SeriesJob.Status.RUNNING,
+        stage=SeriesJob.Stage.SENDING,
+        progress=0.0,
+        worker=worker,
+        heartbeat_at=now,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    return SeriesJob.objects.get(pk=job_id) if claimed else None
+
+
+@app.task(bind=True, name="series.process_job", max_retries=MAX_RECHECKS)
+def series_job_process(self: Task[[str | None], str], job_id: str | None = None) -> str:
+    """Claims and runs the job with this id (or the oldest queued one); returns its outcome.
+
+    "done" or "failed" after a run, "skipped" when there was nothing to claim. A job
+    still running under another worker is checked again later: if that worker was lost,
+    its heartbeat goes stale and the recovery rule requeues the job for this task.
+    """
+    worker = f"celery:{worker_name()}"
+    if job_id is None:
+        job = services.series_job_claim(worker=worker)
+    else:
+        pk = uuid.UUID(job_id)
+        job = series_job_claim_id(job_id=pk, worker=worker)
+        if job is None and _running(pk):
+            requeued, _failed = services.series_jobs_recover()
+            job = series_job_claim_id(job_id=pk, worker=worker) if requeued else None
+            if job is None and _running(pk):
+                raise self.retry(countdown=RECHECK_S)
+    if job is None:
+        return "skipped"
+    return str(services.series_job_run(job=job).status)
+
+
+def _running(pk: uuid.UUID) -> bool:
+    return SeriesJob.objects.filter(pk=pk, status=SeriesJob.Status.RUNNING).exists()
+
+
+@app.task(name="series.jobs_sweep")
+def series_jobs_sweep() -> int:
+    """Requeues jobs of lost workers, then queues a task for every queued job; returns how many.
+
+    Runs when a worker starts and periodically under `celery beat`: a job whose message
+    was lost (Redis restarted, the web process could not reach it) still runs.
+    """
+    services.series_jobs_recover()
+    job_ids = list(
+        SeriesJob.objects.filter(status=SeriesJob.Status.QUEUED)
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    for pk in job_ids:
+        series_job_process.delay(str(pk))
+    return len(job_ids)
+
+
+def enqueue(*, job_id: uuid.UUID | None = None) -> None:
+    """Sends a job to the Celery workers; on a broker outage the job waits for the sweep."""
+    try:
+        series_job_process.delay(str(job_id) if job_id is not None else None)
+    except Exception:  # kombu raises OperationalError and others: the row stays queued
+        logger.exception("series job %s: could not reach the Celery broker", job_id or "?")

@@ -1,0 +1,168 @@
+"""Series jobs on Celery: a real redis-server, a real Celery worker, the same claim and service."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from celery.worker import WorkController
+
+from mri_service.settings import DEFAULT_MODEL_DIR
+from tests.support.processes import Process
+from web.accounts.models import User
+from web.config.celery import app
+from web.series import services, tasks, worker
+from web.series.models import SeriesJob
+from web.tests.postgres import free_port
+from web.tests.test_series_e2e import gateway_process, mri  # noqa: F401  (fixtures)
+from web.tests.test_series_services import phantom_zip_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_SCRIPT = REPO / "scripts" / "install_redis.sh"
+
+pytestmark = pytest.mark.slow
+
+
+def _redis_binaries() -> tuple[str, str]:
+    """Returns redis-server and redis-cli, installing them with the project script if missing."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server and cli:
+        return server, cli
+    done = subprocess.run(
+        [str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=300, check=False
+    )
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if done.returncode != 0 or not (server and cli):
+        pytest.fail(
+            f"redis-server is needed and {INSTALL_SCRIPT.name} could not install it "
+            f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}",
+            pytrace=False,
+        )
+    return server, cli
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Runs a throwaway redis-server on a free loopback port; stops it, leaving no process."""
+    server, cli = _redis_binaries()
+    folder = tmp_path_factory.mktemp("redis")
+    port, pidfile = free_port(), folder / "redis.pid"
+    subprocess.run(
+        [
+            *(server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile)),
+            *("--logfile", str(folder / "log")),
+        ],
+        check=True,
+        timeout=30,
+    )
+    ping = [cli, "-h", "127.0.0.1", "-p", str(port), "ping"]
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(ping, capture_output=True, text=True).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, (folder / "log").read_text()
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        subprocess.run([cli, "-h", "127.0.0.1", "-p", str(port), "shutdown", "nosave"], timeout=30)
+        pid = int(pidfile.read_text()) if pidfile.is_file() else 0
+        for _ in range(100):
+            if not pid or not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise AssertionError(f"redis-server {pid} did not stop on shutdown")
+
+
+@pytest.fixture
+def celery_worker(
+    redis_url: str, settings: Any, tmp_path: Path, transactional_db: None
+) -> Iterator[WorkController]:
+    """Runs a real Celery worker (a thread of this process) on the Redis server, mode celery."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    saved = {name: app.conf[name] for name in ("broker_url", "result_backend")}
+    app.conf.update(broker_url=redis_url, result_backend=redis_url)
+    os.environ[worker.MODE_ENV] = "celery"
+    try:
+        with start_worker(
+            app, perform_ping_check=False, loglevel="WARNING", shutdown_timeout=15
+        ) as running:
+            yield running
+    finally:
+        os.environ.pop(worker.MODE_ENV, None)
+        app.close()  # drops the connections to this server; the next use reconnects
+        app.conf.update(saved)
+
+
+def wait_finished(job: SeriesJob, timeout_s: float = 60.0) -> SeriesJob:
+    """Reloads the job until it is done or failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"the job did not finish: {job.status} {job.stage}")
+
+
+def test_with_celery_an_uploaded_job_runs_once_and_a_second_delivery_skips_it(
+    alice: User, settings: Any, celery_worker: WorkController
+) -> None:
+    settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"  # nothing listens: a retryable failure
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    assert job.status == "queued"
+
+    job = wait_finished(job, timeout_s=20)
+    assert (job.status, job.error_code, job.retryable) == ("failed", "UNAVAILABLE", True)
+    assert job.attempts == 1 and job.worker.startswith("celery:")
+
+    again = tasks.series_job_process.delay(str(job.pk))
+    assert again.get(timeout=10) == "skipped"
+    job.refresh_from_db()
+    assert job.attempts == 1 and job.status == "failed"
+
+
+def test_with_celery_the_job_of_a_lost_worker_is_requeued_and_run_by_a_redelivery(
+    alice: User, settings: Any, celery_worker: WorkController
+) -> None:
+    settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"
+    os.environ[worker.MODE_ENV] = "off"  # queue it without a message, as if it was lost
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    os.environ[worker.MODE_ENV] = "celery"
+    stale = services.STALE_HEARTBEAT * 2
+    SeriesJob.objects.filter(pk=job.pk).update(
+        status="running", worker="celery:lost", attempts=1, heartbeat_at=job.created_at - stale
+    )
+
+    outcome = tasks.series_job_process.delay(str(job.pk)).get(timeout=20)
+    job.refresh_from_db()
+    assert outcome == "failed" and job.error_code == "UNAVAILABLE"
+    assert job.attempts == 2 and job.worker.startswith("celery:") and job.worker != "celery:lost"
+
+
+@pytest.mark.skipif(
+    not (DEFAULT_MODEL_DIR / "model_card.json").is_file(),
+    reason="mri_service/models/mri-demo is absent: this test runs the shipped models",
+)
+def test_with_celery_a_phantom_series_is_analysed_by_the_real_gateway_and_mri_service(
+    alice: User,
+    settings: Any,
+    celery_worker: WorkController,
+    gateway_process: Process,  # noqa: F811
+) -> None:
+    settings.GATEWAY_ADDR = gateway_process.address
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+
+    job = wait_finished(job, timeout_s=60)
+    assert job.status == "done", (job.error_code, job.error_message)
+    assert job.slice_count == 16 and job.thumbnail_count == 16 and job.demo_model
+    assert job.attempts == 1 and job.worker.startswith("celery:")
