@@ -308,20 +308,29 @@ def series_job_claim(*, worker: str) -> SeriesJob | None:
         .order_by("created_at")
         .values_list("pk", flat=True)[:8]
     ):
-        now = timezone.now()
-        claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
-            status=SeriesJob.Status.RUNNING,
-            stage=SeriesJob.Stage.SENDING,
-            progress=0.0,
-            worker=worker,
-            heartbeat_at=now,
-            started_at=now,
-            attempts=F("attempts") + 1,
-            updated_at=now,
-        )
-        if claimed:
-            return SeriesJob.objects.get(pk=job_id)
+        job = series_job_claim_id(job_id=job_id, worker=worker)
+        if job is not None:
+            return job
     return None
+
+
+def series_job_claim_id(*, job_id: uuid.UUID, worker: str) -> SeriesJob | None:
+    """Claims the queued job with this id for the worker, or returns None; two never claim one.
+
+    One conditional UPDATE: of two workers racing for the row, only one matches it queued.
+    """
+    now = timezone.now()
+    claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
+        status=SeriesJob.Status.RUNNING,
+        stage=SeriesJob.Stage.SENDING,
+        progress=0.0,
+        worker=worker,
+        heartbeat_at=now,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        updated_at=now,
+    )
+    return SeriesJob.objects.get(pk=job_id) if claimed else None
 
 
 def series_jobs_recover() -> tuple[int, int]:

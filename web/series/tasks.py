@@ -11,8 +11,6 @@ import logging
 import uuid
 
 from celery import Task
-from django.db.models import F
-from django.utils import timezone
 
 from web.config.celery import app
 from web.series import services
@@ -28,25 +26,6 @@ MAX_RECHECKS = services.MAX_ATTEMPTS + 2
 SWEEP_BATCH = 200
 
 
-def series_job_claim_id(*, job_id: uuid.UUID, worker: str) -> SeriesJob | None:
-    """Claims the queued job with this id for the worker, or returns None; two never claim one.
-
-    The same conditional UPDATE as services.series_job_claim, for one given row.
-    """
-    now = timezone.now()
-    claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
-        status=SeriesJob.Status.RUNNING,
-        stage=SeriesJob.Stage.SENDING,
-        progress=0.0,
-        worker=worker,
-        heartbeat_at=now,
-        started_at=now,
-        attempts=F("attempts") + 1,
-        updated_at=now,
-    )
-    return SeriesJob.objects.get(pk=job_id) if claimed else None
-
-
 @app.task(bind=True, name="series.process_job", max_retries=MAX_RECHECKS)
 def series_job_process(self: Task[[str | None], str], job_id: str | None = None) -> str:
     """Claims and runs the job with this id (or the oldest queued one); returns its outcome.
@@ -60,10 +39,10 @@ def series_job_process(self: Task[[str | None], str], job_id: str | None = None)
         job = services.series_job_claim(worker=worker)
     else:
         pk = uuid.UUID(job_id)
-        job = series_job_claim_id(job_id=pk, worker=worker)
+        job = services.series_job_claim_id(job_id=pk, worker=worker)
         if job is None and _running(pk):
             requeued, _failed = services.series_jobs_recover()
-            job = series_job_claim_id(job_id=pk, worker=worker) if requeued else None
+            job = services.series_job_claim_id(job_id=pk, worker=worker) if requeued else None
             if job is None and _running(pk):
                 raise self.retry(countdown=RECHECK_S)
     if job is None:
