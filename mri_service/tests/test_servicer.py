@@ -18,6 +18,7 @@ from medimg.v1 import model_info_pb2
 from medimg.v1 import series_analysis_service_pb2 as pb
 from medimg.v1 import series_analysis_service_pb2_grpc as pb_grpc
 
+from gateway.upstream import FirstStatus
 from mri_service import domain, fusion
 from mri_service.backends.embedded import EmbeddedBackend
 from mri_service.ingest import load_series
@@ -132,7 +133,16 @@ async def analyse(
         for message in messages(data, disease):
             yield message
 
-    response: pb.AnalyzeSeriesResponse = await stub.AnalyzeSeries(requests(), timeout=30)
+    # A refusal that comes before the upload is read races with the client's writes;
+    # grpc then reports INTERNAL in place of the server's status (grpc/grpc#36066).
+    # FirstStatus, the gateway's workaround, keeps the status the server sent.
+    first_status = FirstStatus()
+    call = stub.AnalyzeSeries(requests(), timeout=30)
+    call.add_done_callback(first_status)
+    try:
+        response: pb.AnalyzeSeriesResponse = await call
+    except grpc.aio.AioRpcError as error:
+        raise first_status.server_error(error) from None
     return response
 
 
