@@ -6,8 +6,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from medimg.v1 import (
     diagnosis_service_pb2,
     diagnosis_service_pb2_grpc,
@@ -17,6 +15,7 @@ from medimg.v1 import (
 )
 
 from servicekit.request_context import REQUEST_ID_KEY, new_request_id
+from servicekit.status import error_reason
 
 GATEWAY_VARIABLE = "MEDIMG_GATEWAY"
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -125,22 +124,7 @@ def call_failed(exc: grpc.RpcError, request_id: str) -> CallFailed:
     """Returns the CallFailed that describes a failed call."""
     if not isinstance(exc, grpc.Call):
         return CallFailed(grpc.StatusCode.UNKNOWN, str(exc), "", request_id)
-    return CallFailed(exc.code(), exc.details() or "", _error_reason(exc), request_id)
-
-
-def _error_reason(call: grpc.Call) -> str:
-    """Returns the ErrorInfo reason the server attached, or "" when there is none."""
-    try:
-        status = rpc_status.from_call(call)
-    except ValueError:
-        return ""
-    if status is None:
-        return ""
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.reason)
-    return ""
+    return CallFailed(exc.code(), exc.details() or "", error_reason(exc), request_id)
 
 
 def format_table(

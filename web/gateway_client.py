@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import IO, Final, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from medimg.v1 import (
     diagnosis_service_pb2,
     diagnosis_service_pb2_grpc,
@@ -24,6 +22,7 @@ from medimg.v1 import (
 )
 
 from servicekit.request_context import REQUEST_ID_KEY, accept_request_id, current_request_id
+from servicekit.status import error_reason
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -431,7 +430,7 @@ def _elapsed_ms(started: float) -> float:
 def _failure(exc: grpc.RpcError, request_id: str, method: str) -> GatewayError:
     """Returns the GatewayError for a failed call and logs it (ids only, never content)."""
     if isinstance(exc, grpc.Call):
-        status, details, reason = exc.code(), exc.details() or "", _error_reason(exc)
+        status, details, reason = exc.code(), exc.details() or "", error_reason(exc)
     else:
         status, details, reason = grpc.StatusCode.UNKNOWN, "", ""
     logger.warning(
@@ -442,21 +441,6 @@ def _failure(exc: grpc.RpcError, request_id: str, method: str) -> GatewayError:
         extra={"request_id": request_id, "grpc_code": status.name, "reason": reason},
     )
     return GatewayError(status, details, reason=reason, request_id=request_id)
-
-
-def _error_reason(call: grpc.Call) -> str:
-    """Returns the ErrorInfo reason the services attached, or "" when there is none."""
-    try:
-        status = rpc_status.from_call(call)
-    except ValueError:
-        return ""
-    if status is None:
-        return ""
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.reason)
-    return ""
 
 
 # One client (one channel) per process; a forked child or a changed setting makes a new one.
