@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from django.conf import settings
-from django.urls import URLPattern, URLResolver, include, path, re_path
+from django.urls import URLPattern, URLResolver, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from web.api import views
+from web.core.mounting import mount
 
 app_name = "api"
-
-
-def _optional(prefix: str, module: str) -> list[URLPattern | URLResolver]:
-    """Returns `path(prefix, include(module))` once the module exists in this checkout."""
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        found = False
-    return [path(prefix, include(module))] if found else []
 
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -44,7 +34,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token/", views.TokenCreateApi.as_view(), name="token"),
     # POST series/ and GET series/{id}/: the series app's API views, in web/series/api_urls.py
     # (its URL names join this `api` namespace: `series`, `series-detail`).
-    *_optional("", "web.series.api_urls"),
+    *mount("", "web.series.api_urls"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 
