@@ -5,7 +5,8 @@ Starts the real stack on free loopback ports: skin_service (shipped demo model) 
 gateway (tests/bench/gateway_bench.py's start_stack), a throwaway PostgreSQL 15
 (web/tests/postgres.py; SQLite with `--database sqlite` or when PostgreSQL is missing),
 migrated by `python web/manage.py migrate` as the deployment's Job does, and the web tier as
-`python -m web` (daphne) with WEB_DEBUG=true for a development secret and a temporary
+`python -m web` (uvicorn, `--web-workers` processes, default one per core) with production
+settings (WEB_DEBUG off, a random SECRET_KEY, plain HTTP on loopback) and a temporary
 WEB_MEDIA_ROOT. It creates a user and an API token with `manage.py shell`, then:
 
   (w) `--clients` threads, each with its own keep-alive HTTP connection, POST multipart
@@ -25,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from medimg.v1 import diagnosis_service_pb2 as pb
 from medimg.v1 import diagnosis_service_pb2_grpc as pb_grpc
 
@@ -80,10 +83,13 @@ def start_database(choice: str, scratch: Path) -> WebDatabase:
 
 
 def web_env(database: WebDatabase, gateway: Process, scratch: Path) -> dict[str, str]:
-    """Returns the web tier's environment: the deployment's settings, development secret."""
+    """Returns the web tier's environment: production settings, but plain HTTP on loopback."""
     return {
         "DJANGO_SETTINGS_MODULE": "web.config.settings",
-        "WEB_DEBUG": "true",
+        "WEB_DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "WEB_HTTPS": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": database.url,
         "WEB_MIGRATE_ON_START": "false",
         "GATEWAY_ADDR": gateway.address,
@@ -271,9 +277,26 @@ async def run_gateway_direct(
 
 
 def cpu_seconds(process: Process) -> float:
-    """Returns the user plus system CPU time the process has used so far."""
-    fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Returns the user plus system CPU time the process and its children have used so far."""
+    try:
+        root = psutil.Process(process.popen.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for member in tree:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    """Returns the CPU time of this process (the load clients) so far."""
+    times = os.times()
+    return times.user + times.system
 
 
 def cpu_ms_per_call(before: dict[str, float], after: dict[str, float], calls: int) -> str:
@@ -299,7 +322,9 @@ def row(name: str, clients: int, result: Result, errors: int) -> str:
     )
 
 
-def main_run(clients: int, seconds: float, gateway_seconds: float, database_choice: str) -> int:
+def main_run(
+    clients: int, seconds: float, gateway_seconds: float, database_choice: str, web_workers: int
+) -> int:
     """Starts the stack, runs both measurements and prints them; returns the exit status."""
     images = phone_jpegs()
     scratch = Path(tempfile.mkdtemp(prefix="medimg-web-load-"))
@@ -310,19 +335,19 @@ def main_run(clients: int, seconds: float, gateway_seconds: float, database_choi
         skin, gateway = start_stack(scratch / "gateway-state", WORKLOADS["skin"])
         processes += [gateway, skin]
         database = start_database(database_choice, scratch)
-        env = web_env(database, gateway, scratch)
+        env = {**web_env(database, gateway, scratch), "WEB_WORKERS": str(web_workers)}
         manage(env, "migrate", "--no-input", "-v", "0")
         token = manage(env, "shell", "-c", CREATE_TOKEN).strip().splitlines()[-1]
         web = start_web(env)
         processes.insert(0, web)
         warm_web(web.port, token, images)
         print(f"web: {clients} clients uploading for {seconds:.0f} s ...", file=sys.stderr)
-        cpu_before = {p.name: cpu_seconds(p) for p in processes}
+        cpu_before = {"clients": own_cpu_seconds(), **{p.name: cpu_seconds(p) for p in processes}}
         on_web = run_web_clients(web.port, token, images, clients, seconds)
-        cpu_web = {p.name: cpu_seconds(p) for p in processes}
+        cpu_web = {"clients": own_cpu_seconds(), **{p.name: cpu_seconds(p) for p in processes}}
         print(f"gateway-direct: {clients} workers for {gateway_seconds:.0f} s ...", file=sys.stderr)
         direct = asyncio.run(run_gateway_direct(gateway.address, images, clients, gateway_seconds))
-        cpu_direct = {p.name: cpu_seconds(p) for p in processes}
+        cpu_direct = {"clients": own_cpu_seconds(), **{p.name: cpu_seconds(p) for p in processes}}
         web_log = web.log()
     finally:
         for process in processes:
@@ -334,7 +359,7 @@ def main_run(clients: int, seconds: float, gateway_seconds: float, database_choi
     ratio = on_web.result.throughput / direct.throughput
     print(
         f"skin model, {len(images)} distinct 600x450 JPEGs (~{len(images[0]) // 1024} KiB); "
-        f"web tier: daphne, {database.name}"
+        f"web tier: uvicorn x {web_workers} (WEB_WORKERS), {database.name}"
     )
     header = f"{'clients':>7} {'calls':>7} {'errors':>6} {'calls/s':>9} {'p50 ms':>9} {'p99 ms':>9}"
     print(f"{'':<36} {header}")
@@ -377,9 +402,15 @@ def main() -> None:
         default="postgres",
         help="the web tier's database",
     )
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="uvicorn processes serving the web tier (WEB_WORKERS; default: one per core)",
+    )
     args = parser.parse_args()
     gateway_seconds = args.gateway_seconds or min(args.seconds, 30.0)
-    sys.exit(main_run(args.clients, args.seconds, gateway_seconds, args.database))
+    sys.exit(main_run(args.clients, args.seconds, gateway_seconds, args.database, args.web_workers))
 
 
 if __name__ == "__main__":

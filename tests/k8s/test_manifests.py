@@ -25,6 +25,7 @@ from tests.k8s.render import (
     render_with_components,
     validate,
 )
+from web.gateway_client import GatewayConfig
 
 Objects = list[Manifest]
 
@@ -486,10 +487,11 @@ def test_the_migration_job_runs_before_web_pods_start(
     assert migrate["image"] == _main_container(web)["image"] == "medimg/web:0.1.0"
     assert job["spec"]["backoffLimit"] > 0
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
-    wait = _pod_spec(web)["initContainers"][0]
-    assert "migrate --check" in wait["command"][-1]
-    assert wait["image"] == migrate["image"]
-    assert {"DATABASE_URL", "SECRET_KEY"} <= set(_env(wait)) & set(_env(migrate))
+    for name in ("web", "web-worker"):
+        wait = _pod_spec(find(objects, "Deployment", name))["initContainers"][0]
+        assert "migrate --check" in wait["command"][-1], name
+        assert wait["image"] == migrate["image"], name
+        assert {"DATABASE_URL", "SECRET_KEY"} <= set(_env(wait)) & set(_env(migrate)), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -505,3 +507,159 @@ def test_directories_the_services_write_are_writable_mounts(
         assert not mount.get("readOnly", False), setting
         volume = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
         assert "emptyDir" in volume, setting
+
+
+# --- the web tier's series worker (web-worker, web-beat) and its shared media ---------------
+
+WEB_IMAGE = "medimg/web:0.1.0"
+CELERY_APP = ["python", "-m", "celery", "-A", "web.config.celery"]
+WORKERS = {"web-worker": "worker", "web-beat": "beat"}  # Deployment: its Celery command
+
+
+def _effective_env(objects: Objects, container: Mapping[str, Any]) -> dict[str, str]:
+    """A container's environment: its ConfigMaps, then env (a Secret as secret:<name>)."""
+    merged: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        merged |= next(
+            obj["data"] for obj in _of_kind(objects, "ConfigMap") if obj["metadata"]["name"] == name
+        )
+    for item in container.get("env", []):
+        reference = item.get("valueFrom", {}).get("secretKeyRef")
+        merged[item["name"]] = f"secret:{reference['name']}" if reference else item["value"]
+    return merged
+
+
+def _web_image_containers(objects: Objects) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every container, init ones included, that runs the web tier's code (its settings)."""
+    for obj, template in policy.pod_templates(objects):
+        for where, container in policy.containers(template):
+            if container["image"] == WEB_IMAGE:
+                yield f"{describe(obj)} {where}", container
+
+
+def _media_mount(objects: Objects, name: str) -> tuple[str, str]:
+    """The (mount path, claim name) of the volume a Deployment mounts at its WEB_MEDIA_ROOT."""
+    deployment = find(objects, "Deployment", name)
+    container = _main_container(deployment)
+    root = _effective_env(objects, container)["WEB_MEDIA_ROOT"]
+    mount = next((m for m in container["volumeMounts"] if m["mountPath"] == root), None)
+    assert mount is not None, f"{name} mounts nothing at WEB_MEDIA_ROOT {root}"
+    assert not mount.get("readOnly", False), name
+    volume = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+    return mount["mountPath"], volume["persistentVolumeClaim"]["claimName"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_series_jobs_run_in_celery_processes_of_the_web_image(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    web = _main_container(find(objects, "Deployment", "web"))
+    for name, command in WORKERS.items():
+        deployment = find(objects, "Deployment", name)
+        container = _main_container(deployment)
+        assert container["command"][: len(CELERY_APP) + 1] == [*CELERY_APP, command], name
+        assert container["image"] == web["image"] == WEB_IMAGE
+        assert container["envFrom"] == web["envFrom"], name
+        assert _env(container)["SECRET_KEY"] == _env(web)["SECRET_KEY"], name
+        assert "ports" not in container, name  # nothing connects to a worker
+        find(objects, "PodDisruptionBudget", name)
+    worker = find(objects, "Deployment", "web-worker")
+    assert "--concurrency=1" in _main_container(worker)["command"]
+    # Its health check asks the same app for this pod's node, by name.
+    probe = _main_container(worker)["livenessProbe"]["exec"]["command"][-1]
+    assert probe.startswith("exec " + " ".join(CELERY_APP) + " inspect ping")
+    assert '--destination "celery@$HOSTNAME"' in probe
+    beat = find(objects, "Deployment", "web-beat")
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_worker_finishes_its_job_before_it_is_killed(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    period = _pod_spec(find(rendered[overlay], "Deployment", "web-worker"))[
+        "terminationGracePeriodSeconds"
+    ]
+    assert period >= GatewayConfig(address="gateway:50051").series_timeout_s + 30
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_beat_keeps_its_schedule_where_it_can_write_and_its_probes_read(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    beat = find(rendered[overlay], "Deployment", "web-beat")
+    container = _main_container(beat)
+    schedule = next(
+        arg.split("=", 1)[1] for arg in container["command"] if arg.startswith("--schedule=")
+    )
+    folder, file = schedule.rsplit("/", 1)
+    mount = next((m for m in container["volumeMounts"] if m["mountPath"] == folder), None)
+    assert mount is not None, f"nothing is mounted at {folder}, the schedule's folder"
+    volume = next(v for v in _pod_spec(beat)["volumes"] if v["name"] == mount["name"])
+    assert "emptyDir" in volume
+    for probe in ("readinessProbe", "livenessProbe"):
+        check = container[probe]["exec"]["command"][-1]
+        assert f"find {folder} " in check and f"-name '{file}*'" in check, probe
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_web_and_the_worker_share_one_claim_at_the_media_root(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    path, claim = _media_mount(objects, "web")
+    assert _media_mount(objects, "web-worker") == (path, claim)
+    assert path.startswith("/")
+    access = find(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"]
+    # Pods on several nodes need ReadWriteMany; the CPU overlay is one node (k8s/README.md).
+    assert access == (["ReadWriteOnce"] if overlay == "cpu" else ["ReadWriteMany"])
+    # Every pod of the web image that mounts it does so at the same path.
+    for obj, template in policy.pod_templates(objects):
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in template["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        for _, container in policy.containers(template):
+            for mount in container.get("volumeMounts", []):
+                if claims.get(mount["name"]) == claim:
+                    assert mount["mountPath"] == path, describe(obj)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_series_jobs_go_to_celery_exactly_where_redis_is_configured(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    modes = set()
+    for where, container in _web_image_containers(objects):
+        env = _effective_env(objects, container)
+        mode = env.get("WEB_SERIES_WORKER", "thread")
+        if where.startswith(("Deployment/web-worker ", "Deployment/web-beat ")) or mode == "celery":
+            assert env.get("REDIS_URL"), where
+        if where.startswith(("Deployment/web ", "Deployment/web-worker ", "Deployment/web-beat ")):
+            assert mode == ("celery" if env.get("REDIS_URL") else "thread"), where
+            modes.add(mode)
+    # Both overlays have Redis (in the cluster, or managed), so both use the worker.
+    assert modes == {"celery"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_the_worker_reach_the_gateway_and_the_datastores(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    for name in WORKERS:
+        labels = find(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        for target in ("gateway", "datastore"):
+            assert any(
+                policy.selector_matches(peer.get("podSelector"), labels)
+                for spec in (o["spec"] for o in _of_kind(objects, "NetworkPolicy"))
+                if spec["podSelector"].get("matchLabels") == {ROLE: target}
+                for rule in spec.get("ingress", [])
+                for peer in rule["from"]
+                if "namespaceSelector" not in peer
+            ), (name, target)

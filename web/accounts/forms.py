@@ -15,6 +15,16 @@ INVALID_LOGIN_MESSAGE = "The e-mail address or password is not right. Check both
 THROTTLED_LOGIN_MESSAGE = (
     "Too many failed log-in attempts. Wait a few minutes and try again, or reset your password."
 )
+# The one message while registrations from the client's address are throttled.
+THROTTLED_REGISTRATION_MESSAGE = (
+    "Too many sign-up attempts from your network. Wait a while and try again."
+)
+# The one message while reset requests are throttled, whichever limit tripped: it never
+# says whether an account uses the address.
+THROTTLED_PASSWORD_RESET_MESSAGE = (
+    "Too many password-reset requests. Wait a while and try again, and check your inbox "
+    "and spam folder for a link already sent."
+)
 
 
 class LoginForm(AuthenticationForm):

@@ -1,4 +1,4 @@
-"""The user (e-mail log-in and a name) and the counters that throttle failed log-ins."""
+"""The user (e-mail log-in and a name) and the counters that throttle log-ins, sign-ups, resets."""
 
 from __future__ import annotations
 
@@ -95,15 +95,21 @@ class User(AbstractBaseUser, PermissionsMixin):
 
 
 class LoginFailureCounter(models.Model):
-    """Failed log-ins of one account or one client address within the current window.
+    """What one key did within the current window of its scope (web/accounts/throttle.py).
 
-    Keys are HMACs of the e-mail address or client address, so the table holds no
-    personal data; a row exists whether or not the account does.
+    Failed log-ins per account and per client address, and, under their own scopes,
+    registration attempts per client address and password-reset requests per client
+    address and per e-mail address; `failures` counts whichever the scope counts. Keys
+    are HMACs of the e-mail address or client address, so the table holds no personal
+    data; a row exists whether or not the account does.
     """
 
     class Scope(models.TextChoices):
-        ACCOUNT = "account"
-        ADDRESS = "address"
+        ACCOUNT = "account", "failed log-ins per e-mail"
+        ADDRESS = "address", "failed log-ins per address"
+        REGISTER = "register", "registrations per address"
+        RESET = "reset", "password resets per address"
+        RESET_EMAIL = "reset-to", "password resets per e-mail"
 
     scope = models.CharField(max_length=8, choices=Scope.choices)
     key = models.CharField(max_length=64)

@@ -1,4 +1,4 @@
-"""Pages of the accounts app: register, log in (throttled), log out, profile, passwords."""
+"""Pages of the accounts app: register, log in, password reset (all throttled), profile."""
 
 from __future__ import annotations
 
@@ -21,7 +21,14 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from web.accounts import selectors, services
-from web.accounts.forms import THROTTLED_LOGIN_MESSAGE, LoginForm, ProfileForm, RegistrationForm
+from web.accounts.forms import (
+    THROTTLED_LOGIN_MESSAGE,
+    THROTTLED_PASSWORD_RESET_MESSAGE,
+    THROTTLED_REGISTRATION_MESSAGE,
+    LoginForm,
+    ProfileForm,
+    RegistrationForm,
+)
 from web.accounts.models import User
 from web.accounts.throttle import client_address
 
@@ -36,9 +43,17 @@ TOO_MANY_REQUESTS = 429
 @never_cache
 @require_http_methods(["GET", "POST"])
 def register(request: HttpRequest) -> HttpResponse:
-    """Creates an account and logs its owner in."""
+    """Creates an account and logs its owner in; refused with 429 past the address's limit.
+
+    Every attempt counts, valid or not: the form's "already exists" answer would
+    otherwise let one address test e-mail addresses at will.
+    """
     if request.user.is_authenticated:
         return redirect("core:home")
+    if request.method == "POST":
+        wait = services.registration_attempt_count(address=client_address(request))
+        if wait is not None:
+            return _registration_throttled(request, wait)
     form = RegistrationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = services.user_create(
@@ -50,6 +65,18 @@ def register(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Welcome, {user.name}. Your account is ready.")
         return redirect("core:home")
     return render(request, "accounts/register.html", {"form": form})
+
+
+def _registration_throttled(request: HttpRequest, wait: int) -> HttpResponse:
+    """The registration page again, with the name and address typed but no passwords: 429."""
+    logger.warning("registration refused: too many attempts", extra={"retry_after_s": wait})
+    typed = {field: str(request.POST.get(field, ""))[:254] for field in ("name", "email")}
+    context = {
+        "form": RegistrationForm(initial=typed),
+        "throttle_message": THROTTLED_REGISTRATION_MESSAGE,
+    }
+    response = render(request, "accounts/register.html", context, status=TOO_MANY_REQUESTS)
+    return _retry_after(response, wait)
 
 
 class ThrottledLoginView(auth_views.LoginView):
@@ -88,9 +115,37 @@ class ThrottledLoginView(auth_views.LoginView):
     def _throttled(self, wait: int) -> HttpResponse:
         form = self.get_form_class()(self.request, initial={"username": self._email()})
         context = self.get_context_data(form=form, throttle_message=THROTTLED_LOGIN_MESSAGE)
-        response = self.render_to_response(context, status=TOO_MANY_REQUESTS)
-        response["Retry-After"] = str(wait)
-        return response
+        return _retry_after(self.render_to_response(context, status=TOO_MANY_REQUESTS), wait)
+
+
+class ThrottledPasswordResetView(auth_views.PasswordResetView):
+    """Django's password reset, refused with 429 past the limit per client address or e-mail.
+
+    Requests are counted whether or not an account uses the e-mail address, and a
+    refused one sends nothing and shows one message, so the limit reveals no account.
+    Under the limits an unknown address gets the same "check your e-mail" page as ever.
+    """
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        """Counts the request, then sends the link (when an account uses the address)."""
+        email = str(request.POST.get("email", ""))[:254]
+        wait = services.password_reset_request_count(address=client_address(request), email=email)
+        if wait is not None:
+            logger.warning(
+                "password reset refused: too many requests", extra={"retry_after_s": wait}
+            )
+            form = self.get_form_class()(initial={"email": email})
+            context = self.get_context_data(
+                form=form, throttle_message=THROTTLED_PASSWORD_RESET_MESSAGE
+            )
+            return _retry_after(self.render_to_response(context, status=TOO_MANY_REQUESTS), wait)
+        return super().post(request, *args, **kwargs)
+
+
+def _retry_after(response: HttpResponse, wait: int) -> HttpResponse:
+    """Adds Retry-After (seconds) to a 429 response."""
+    response["Retry-After"] = str(wait)
+    return response
 
 
 class LogoutView(auth_views.LogoutView):
@@ -129,7 +184,7 @@ password_change = auth_views.PasswordChangeView.as_view(
 password_change_done = auth_views.PasswordChangeDoneView.as_view(
     template_name="accounts/password_change_done.html"
 )
-password_reset = auth_views.PasswordResetView.as_view(
+password_reset = ThrottledPasswordResetView.as_view(
     template_name="accounts/password_reset_form.html",
     email_template_name="accounts/email/password_reset.txt",
     html_email_template_name="accounts/email/password_reset.html",

@@ -56,7 +56,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -130,6 +129,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    ENV, "WEB_DB_POOL", True
+):
+    # A psycopg pool per process: the ASGI handler runs each request's database work in a
+    # fresh thread, so persistent connections (CONN_MAX_AGE) pile up, and a new connection per
+    # request costs PostgreSQL a process fork; the pool reuses a few across threads.
+    if DATABASES["default"]["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured("WEB_DB_CONN_MAX_AGE must be 0 with WEB_DB_POOL on")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int(ENV, "WEB_DB_POOL_MIN_SIZE", 2, minimum=0),
+        "max_size": env_int(ENV, "WEB_DB_POOL_MAX_SIZE", 10, minimum=1),
+        # Seconds a request waits for a free connection before it fails.
+        "timeout": env_int(ENV, "WEB_DB_POOL_TIMEOUT_SECONDS", 10, minimum=1),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str(ENV, "REDIS_URL", "")
@@ -169,6 +182,17 @@ WEB_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int(
     ENV, "WEB_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1
 )
 WEB_LOGIN_WINDOW_SECONDS = env_int(ENV, "WEB_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# Registration attempts per client address, and password-reset requests per client address
+# and per e-mail address asked for (one mailbox cannot be flooded), within their windows.
+WEB_REGISTER_MAX_PER_ADDRESS = env_int(ENV, "WEB_REGISTER_MAX_PER_ADDRESS", 20, minimum=1)
+WEB_REGISTER_WINDOW_SECONDS = env_int(ENV, "WEB_REGISTER_WINDOW_SECONDS", 3600, minimum=1)
+WEB_PASSWORD_RESET_MAX_PER_ADDRESS = env_int(
+    ENV, "WEB_PASSWORD_RESET_MAX_PER_ADDRESS", 20, minimum=1
+)
+WEB_PASSWORD_RESET_MAX_PER_EMAIL = env_int(ENV, "WEB_PASSWORD_RESET_MAX_PER_EMAIL", 5, minimum=1)
+WEB_PASSWORD_RESET_WINDOW_SECONDS = env_int(
+    ENV, "WEB_PASSWORD_RESET_WINDOW_SECONDS", 3600, minimum=1
+)
 # Proxies in front of the web tier that append to X-Forwarded-For (1 behind the Ingress).
 WEB_TRUSTED_PROXY_COUNT = env_int(ENV, "WEB_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=5)
 # URL prefixes that LoginRequiredMiddleware leaves alone: the REST API answers 401 itself.
@@ -233,6 +257,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 WEB_MAX_IMAGE_BYTES = env_int(ENV, "WEB_MAX_IMAGE_BYTES", 20 * MIB, minimum=1024)
 WEB_MAX_IMAGE_PIXELS = env_int(ENV, "WEB_MAX_IMAGE_PIXELS", 40_000_000, minimum=1)
 WEB_MAX_SERIES_BYTES = env_int(ENV, "WEB_MAX_SERIES_BYTES", 1024 * MIB, minimum=MIB)
+# The largest websocket message the server reads at all (consumers cap theirs lower).
+WEB_WS_MAX_MESSAGE_BYTES = env_int(ENV, "WEB_WS_MAX_MESSAGE_BYTES", 4 * MIB, minimum=64 * 1024)
 # Longest one MRI series job may run under Celery (WEB_SERIES_WORKER=celery).
 WEB_SERIES_TASK_TIME_LIMIT_SECONDS = env_int(
     ENV, "WEB_SERIES_TASK_TIME_LIMIT_SECONDS", 3600, minimum=60
@@ -301,7 +327,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": WEB_LOG_LEVEL},
     "loggers": {
         "django": {"handlers": [], "level": WEB_LOG_LEVEL, "propagate": True},
-        "daphne": {"handlers": [], "level": "WARNING", "propagate": True},
+        "uvicorn": {"handlers": [], "level": "WARNING", "propagate": True},
     },
 }
 

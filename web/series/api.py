@@ -91,6 +91,23 @@ class SeriesCreateApi(ApiView):
             error_messages={"required": "Send the zip in the multipart field `series`."},
         )
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Refuses (413) a body declared over the series limit before anything reads it.
+
+        Before authentication too: a session's CSRF check reads the form, which parses
+        the whole body. So an oversized request is 413 even without credentials.
+        """
+        if request.method == "POST":
+            try:
+                services.series_upload_check_declared(
+                    content_length=request.META.get("CONTENT_LENGTH")
+                )
+            except services.UploadRefused as refused:
+                raise ApiError(
+                    refused.message, status_code=refused.http_status, reason=refused.reason
+                ) from None
+        super().initial(request, *args, **kwargs)
+
     @extend_schema(
         operation_id="series_create",
         tags=SERIES,
@@ -101,10 +118,9 @@ class SeriesCreateApi(ApiView):
         """Queues the uploaded series; 202 with the job's id and status."""
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        series = data.validated_data["series"]
         try:
-            job = services.series_job_create(
-                user=_user(request), upload=data.validated_data["series"]
-            )
+            job = services.series_job_create(user=_user(request), upload=series, size=series.size)
         except services.UploadRefused as refused:
             raise ApiError(
                 refused.message, status_code=refused.http_status, reason=refused.reason

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 ZIP_SIGNATURES = (b"PK\x03\x04",)
 COPY_BYTES = 1024 * 1024
+# What a multipart body may hold beyond the zip itself: boundaries, part headers, the CSRF
+# token. A body declared larger than the series limit plus this is refused unread.
+MULTIPART_ALLOWANCE_BYTES = 64 * 1024
 # A running job whose worker has not beaten its heartbeat for this long lost its process.
 STALE_HEARTBEAT = timedelta(seconds=60)
 MAX_ATTEMPTS = 3
@@ -187,8 +190,36 @@ def _copy(source: IO[bytes], target: IO[bytes], *, limit: int) -> int:
     return written
 
 
-def series_job_create(*, user: User, upload: IO[bytes]) -> SeriesJob:
-    """Stores a whole uploaded zip (form or API) and queues its job; see series_chunk_append."""
+def series_upload_check_declared(*, content_length: str | None) -> None:
+    """Refuses (413) a whole-zip upload whose declared body is over the series limit.
+
+    Called with the request's Content-Length before anything parses the body, so an
+    upload that cannot fit is never read into a temporary file. An absent or malformed
+    length proves nothing: the zip's own size is checked once parsed (series_job_create).
+    """
+    try:
+        length = int(content_length or "")
+    except ValueError:
+        return
+    cap = settings.WEB_MAX_SERIES_BYTES
+    if length > cap + MULTIPART_ALLOWANCE_BYTES:
+        raise UploadRefused(
+            f"The upload is {_megabytes(length)}; the limit for a series is {_megabytes(cap)}.",
+            http_status=413,
+            reason="SERIES_TOO_LARGE",
+        )
+
+
+def series_job_create(*, user: User, upload: IO[bytes], size: int | None = None) -> SeriesJob:
+    """Stores a whole uploaded zip (form or API) and queues its job; see series_chunk_append.
+
+    `size` is the uploaded file's size where known (Django's UploadedFile.size): an empty
+    zip or one over the limit is refused on it before a byte is copied. The zip is then
+    streamed into private storage in blocks, never held in memory, and the copy stops one
+    byte past the limit whatever size was claimed.
+    """
+    if size is not None:
+        _check_total(size)
     path = private_dir(PARTIAL_DIR) / f"{user.pk}-{uuid.uuid4().hex}.part"
     try:
         # Owner-only from the first byte, whatever the umask.

@@ -18,6 +18,7 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from web.series import selectors, services
@@ -79,30 +80,49 @@ def _refused(refused: services.UploadRefused) -> JsonResponse:
     return JsonResponse(body, status=refused.http_status)
 
 
+# csrf_exempt here, csrf_protect on _upload: the CSRF check reads the form, which would
+# parse the whole body before its declared size could refuse it (Django's documented way
+# to act before the upload handlers run).
+@csrf_exempt
 @require_http_methods(["GET", "HEAD", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
-    """Shows the upload page; without the script, the form posts the whole zip here."""
-    user = _user(request)
-    error = ""
+    """Shows the upload page; without the script, the form posts the whole zip here.
+
+    A body declared larger than the series limit is refused (413) before it is read.
+    """
     if request.method == "POST":
-        series = request.FILES.get("series")
-        if series is None:
-            error = "Choose a series zip to upload."
-        else:
-            try:
-                job = services.series_job_create(user=user, upload=series)
-            except services.UploadRefused as refused:
-                error = refused.message
-            else:
-                return HttpResponseRedirect(reverse("series:detail", args=[job.pk]), status=303)
+        try:
+            services.series_upload_check_declared(content_length=request.META.get("CONTENT_LENGTH"))
+        except services.UploadRefused as refused:
+            return _upload_page(request, error=refused.message, status=refused.http_status)
+    return _upload(request)
+
+
+@csrf_protect
+def _upload(request: HttpRequest) -> HttpResponse:
+    """The upload page, or a whole zip posted by its plain form: checked, stored, queued."""
+    user = _user(request)
+    if request.method != "POST":
+        return _upload_page(request)
+    series = request.FILES.get("series")
+    if series is None:
+        return _upload_page(request, error="Choose a series zip to upload.", status=400)
+    try:
+        job = services.series_job_create(user=user, upload=series, size=series.size)
+    except services.UploadRefused as refused:
+        return _upload_page(request, error=refused.message, status=refused.http_status)
+    return HttpResponseRedirect(reverse("series:detail", args=[job.pk]), status=303)
+
+
+def _upload_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
     context = {
         "error": error,
         "max_bytes": settings.WEB_MAX_SERIES_BYTES,
         "max_size": size_label(settings.WEB_MAX_SERIES_BYTES),
         "chunk_bytes": CHUNK_BYTES,
-        "jobs": selectors.series_job_list(user=user)[:10],
+        "jobs": selectors.series_job_list(user=_user(request))[:10],
     }
-    return render(request, "series/upload.html", context, status=400 if error else 200)
+    return render(request, "series/upload.html", context, status=status)
 
 
 @require_POST

@@ -48,7 +48,7 @@ def mode() -> str:
 
 def serving_process() -> bool:
     """Tells whether this process serves the site and runs the worker thread (mode "thread")."""
-    if mode() != "thread":
+    if mode() != "thread" or os.environ.get("WEB_DEFER_SERIES_WORKER"):
         return False
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     serving = program in ("daphne", "uvicorn") or "runserver" in sys.argv[1:2]

@@ -1,4 +1,4 @@
-"""A hostile or malformed series zip is refused at upload: 400 naming the entry, no row, no file."""
+"""Series zips checked at upload: hostile ones 400, oversized ones 413 unread; no row, no file."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mri_service.tests.hostile_zips import (
     zip_bytes,
 )
 from web.accounts.models import User
+from web.series import services
 from web.series.models import SeriesJob
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +165,138 @@ def test_the_plain_form_shows_the_services_message_on_the_upload_page(
     assert SeriesJob.objects.count() == 0 and stored_files(media) == []
     status, location = send_form(client_alice, valid_zip.read_bytes())
     assert status == 303 and location == f"/series/{SeriesJob.objects.get().pk}/"
+
+
+# --- whole-zip uploads: the size is checked before the zip is read or stored ------------------
+
+CAP = 256 * 1024
+
+
+@pytest.fixture
+def small_cap(settings: Any) -> int:
+    """A series limit small enough to go past in a test."""
+    settings.WEB_MAX_SERIES_BYTES = CAP
+    return CAP
+
+
+def _body_was_read(response: Any) -> bool:
+    """Tells whether the view read any of the request body (the test client's own record)."""
+    return bool(response.wsgi_request.META["wsgi.input"].read_started)
+
+
+def _oversized() -> bytes:
+    """A body that cannot fit: the limit plus everything a multipart body may add, plus one."""
+    return b"PK\x03\x04" + bytes(CAP + services.MULTIPART_ALLOWANCE_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("content_length", "refused"),
+    [
+        (None, False),
+        ("", False),
+        ("not a number", False),
+        (str(CAP + services.MULTIPART_ALLOWANCE_BYTES), False),
+        (str(CAP + services.MULTIPART_ALLOWANCE_BYTES + 1), True),
+    ],
+)
+def test_the_declared_length_is_refused_only_past_the_limit_and_its_allowance(
+    small_cap: int, content_length: str | None, refused: bool
+) -> None:
+    if not refused:
+        services.series_upload_check_declared(content_length=content_length)
+        return
+    with pytest.raises(services.UploadRefused) as error:
+        services.series_upload_check_declared(content_length=content_length)
+    assert (error.value.http_status, error.value.reason) == (413, "SERIES_TOO_LARGE")
+
+
+def test_the_api_refuses_an_oversized_body_unread_with_413(
+    small_cap: int, api_alice: Client, media: Path
+) -> None:
+    response = api_alice.post("/api/v1/series/", {"series": named(_oversized())})
+
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert (error["code"], error["reason"]) == ("PAYLOAD_TOO_LARGE", "SERIES_TOO_LARGE")
+    assert "the limit for a series is 0.2 MB" in error["message"]
+    assert not _body_was_read(response)
+    assert SeriesJob.objects.count() == 0 and not media.exists()
+
+
+def test_the_api_refuses_an_oversized_body_before_asking_who_sent_it(
+    small_cap: int, client: Client
+) -> None:
+    # A session's CSRF check would parse the body: the size comes first, for everybody.
+    response = client.post("/api/v1/series/", {"series": named(_oversized())})
+    assert response.status_code == 413 and not _body_was_read(response)
+
+
+def test_the_plain_form_refuses_an_oversized_body_unread_on_the_page(
+    small_cap: int, client_alice: Client, media: Path
+) -> None:
+    response = client_alice.post("/series/", {"series": named(_oversized())})
+
+    assert response.status_code == 413
+    assert "the limit for a series is 0.2 MB" in response.content.decode()
+    assert not _body_was_read(response)
+    assert SeriesJob.objects.count() == 0 and not media.exists()
+
+
+@pytest.mark.parametrize("channel", ["api", "form"])
+def test_a_zip_over_the_limit_in_a_body_that_fits_is_refused_before_it_is_stored(
+    small_cap: int, channel: str, client_alice: Client, api_alice: Client, media: Path
+) -> None:
+    # The body is within the allowance, the file one byte over: its size refuses it.
+    data = b"PK\x03\x04" + bytes(CAP - 3)
+    if channel == "api":
+        status, message = send_api(api_alice, data)
+    else:
+        status, message = send_form(client_alice, data)
+
+    assert status == 413
+    assert "the limit is 0.2 MB" in message
+    # Nothing was written: not even the folder a copy would have gone to.
+    assert SeriesJob.objects.count() == 0 and not media.exists()
+
+
+def test_the_service_refuses_on_the_declared_size_without_copying(
+    small_cap: int, alice: User, media: Path
+) -> None:
+    for size, status, reason in ((CAP + 1, 413, "SERIES_TOO_LARGE"), (0, 400, "SERIES_EMPTY")):
+        with pytest.raises(services.UploadRefused) as refused:
+            services.series_job_create(user=alice, upload=io.BytesIO(b"PK\x03\x04"), size=size)
+        assert (refused.value.http_status, refused.value.reason) == (status, reason)
+    assert not media.exists()
+
+
+def test_a_zip_spooled_to_disk_is_streamed_into_storage_whole(
+    settings: Any, valid_zip: Path, api_alice: Client, media: Path
+) -> None:
+    # Past this size Django keeps the upload in a temporary file, not in memory.
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    data = valid_zip.read_bytes()
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+
+    status, _ = send_api(api_alice, data)
+
+    assert status == 202
+    job = SeriesJob.objects.get()
+    assert stored_files(media) == [f"series/zips/{job.pk.hex}.zip"]
+    assert (media / "series" / "zips" / f"{job.pk.hex}.zip").read_bytes() == data
+    assert job.zip_bytes == len(data)
+
+
+def test_the_plain_form_still_needs_its_csrf_token(alice: User, valid_zip: Path) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+
+    response = client.post("/series/", {"series": named(valid_zip.read_bytes())})
+
+    assert response.status_code == 403
+    assert SeriesJob.objects.count() == 0
+    page = client.get("/series/")
+    token = page.cookies["csrftoken"].value
+    response = client.post(
+        "/series/", {"series": named(valid_zip.read_bytes()), "csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 303

@@ -266,3 +266,27 @@ def test_probes_reach_healthz_while_everything_else_is_https_only(collected_stat
     assert "max-age=31536000" in seen["hsts"]
     assert seen["styles"][0] == 200
     assert "immutable" in seen["styles"][1]
+
+
+def test_postgresql_gets_a_connection_pool_per_process_unless_turned_off() -> None:
+    url = "postgres://medimg:secret@db.example:5432/medimg"
+    pooled = _settings(WEB_DEBUG="true", DATABASE_URL=url, WEB_DB_POOL_MAX_SIZE="4")
+    assert pooled["DATABASES"]["default"]["OPTIONS"]["pool"] == {
+        "min_size": 2,
+        "max_size": 4,
+        "timeout": 10,
+    }
+    assert pooled["DATABASES"]["default"]["CONN_MAX_AGE"] == 0
+    unpooled = _settings(WEB_DEBUG="true", DATABASE_URL=url, WEB_DB_POOL="false")
+    assert "pool" not in unpooled["DATABASES"]["default"].get("OPTIONS", {})
+    sqlite = _settings(WEB_DEBUG="true")
+    assert "pool" not in sqlite["DATABASES"]["default"]["OPTIONS"]
+
+
+def test_a_kept_connection_and_the_pool_together_are_refused() -> None:
+    error = _settings_error(
+        WEB_DEBUG="true",
+        DATABASE_URL="postgres://medimg:secret@db.example:5432/medimg",
+        WEB_DB_CONN_MAX_AGE="60",
+    )
+    assert "WEB_DB_CONN_MAX_AGE must be 0 with WEB_DB_POOL on" in error
