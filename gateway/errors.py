@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from servicekit.errors import MedimgError, UnknownDisease
+from servicekit.errors import FailedPrecondition, Unavailable, UnknownDisease
 
 
-class RouteNotRemovable(MedimgError):
+class RouteNotRemovable(FailedPrecondition):
     """The route comes from the configuration, so only a configuration change removes it."""
 
-    code = "FAILED_PRECONDITION"
     reason = "ROUTE_CONFIGURED"
 
 
-class StateNotWritable(MedimgError):
+class RouteConfigured(FailedPrecondition):
+    """RegisterModel was asked to replace a route that the configuration sets."""
+
+    reason = "ROUTE_CONFIGURED"
+
+
+class TrainerNotConfigured(Unavailable):
+    """No route of kind trainer is configured, so TrainerService calls have nowhere to go."""
+
+    reason = "TRAINER_NOT_CONFIGURED"
+
+
+class StateNotWritable(FailedPrecondition):
     """The gateway cannot save runtime routes, so it refuses to change them."""
 
-    code = "FAILED_PRECONDITION"
     reason = "STATE_NOT_WRITABLE"
 
 

@@ -35,6 +35,11 @@ class RouteKind(StrEnum):
 
     IMAGE = "image"
     SERIES = "series"
+    # The teachable machine's TrainerService: not a disease, so never listed or diagnosed.
+    TRAINER = "trainer"
+
+
+_KIND_WORDS = ", ".join(kind.value for kind in RouteKind)
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,11 @@ def validate_address(address: str) -> str:
 
 
 def parse_kind(kind: str) -> RouteKind:
-    """Returns the kind named by text ("image" or "series")."""
+    """Returns the kind named by text ("image", "series" or "trainer")."""
     try:
         return RouteKind(kind)
     except ValueError:
-        raise RouteError(f"kind {kind!r} must be one of: image, series") from None
+        raise RouteError(f"kind {kind!r} must be one of: {_KIND_WORDS}") from None
 
 
 def make_route(disease: str, kind: RouteKind | str, addresses: Iterable[str]) -> Route:
@@ -106,7 +111,21 @@ def parse_routes_spec(spec: str) -> dict[str, Route]:
             (address.strip() for address in addresses.split(",") if address.strip()),
         )
         _add_unique(routes, route)
+    check_one_trainer(routes.values())
     return routes
+
+
+def check_one_trainer(routes: Iterable[Route]) -> None:
+    """Raises RouteError when more than one route is of the trainer kind.
+
+    The gateway sends every TrainerService call to the one trainer; two would leave
+    it guessing which one owns a project.
+    """
+    trainers = sorted(route.disease for route in routes if route.kind is RouteKind.TRAINER)
+    if len(trainers) > 1:
+        raise RouteError(
+            f"at most one route may be of kind trainer; found {', '.join(map(repr, trainers))}"
+        )
 
 
 def parse_routes_document(document: object) -> dict[str, Route]:
@@ -124,6 +143,7 @@ def parse_routes_document(document: object) -> dict[str, Route]:
             _add_unique(routes, _route_from_item(item))
         except RouteError as exc:
             raise RouteError(f"models[{index}]: {exc}") from None
+    check_one_trainer(routes.values())
     return routes
 
 
@@ -159,7 +179,7 @@ def _route_from_item(item: object) -> Route:
     if not isinstance(disease, str):
         raise RouteError("'disease' must be a string")
     if not isinstance(kind, str):
-        raise RouteError(f"disease {disease!r}: 'kind' must be image or series")
+        raise RouteError(f"disease {disease!r}: 'kind' must be one of: {_KIND_WORDS}")
     if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
         raise RouteError(f"disease {disease!r}: 'addresses' must be a list of host:port strings")
     return make_route(disease, kind, addresses)
@@ -205,9 +225,11 @@ class StateStore:
 class RouteTable:
     """The routes in force: configured ones (file, then env) overridden by runtime ones.
 
-    Runtime routes win so that RegisterModel can replace a configured route; removing
-    the runtime route brings the configured one back. Configured routes cannot be
-    removed at run time (FAILED_PRECONDITION): their source is the deployment's config.
+    Runtime routes win, which matters only for a route saved before the configuration
+    gained the same disease (the Router refuses new registrations over configured
+    routes); removing the runtime route brings the configured one back. Configured
+    routes cannot be removed at run time (FAILED_PRECONDITION): their source is the
+    deployment's config. At most one route is of the trainer kind.
     """
 
     def __init__(self, configured: Mapping[str, Route], store: StateStore) -> None:
@@ -215,6 +237,7 @@ class RouteTable:
         self._store = store
         self._runtime = store.load()
         self._effective = {**self._configured, **self._runtime}
+        check_one_trainer(self._effective.values())
 
     def get(self, disease: str) -> Route | None:
         """Returns the route of a disease, None when the disease is not routed."""
@@ -224,6 +247,14 @@ class RouteTable:
         """Returns every route in force, sorted by disease."""
         return [self._effective[name] for name in sorted(self._effective)]
 
+    def model_routes(self) -> list[Route]:
+        """Returns the routes to models (every kind but trainer), sorted by disease."""
+        return [route for route in self.routes() if route.kind is not RouteKind.TRAINER]
+
+    def trainer(self) -> Route | None:
+        """Returns the route of the trainer, None when none is configured."""
+        return next((r for r in self._effective.values() if r.kind is RouteKind.TRAINER), None)
+
     def diseases(self, kind: RouteKind | None = None) -> list[str]:
         """Returns the routed disease names, of one kind when given, sorted."""
         return sorted(r.disease for r in self._effective.values() if kind in (None, r.kind))
@@ -231,6 +262,10 @@ class RouteTable:
     def is_runtime(self, disease: str) -> bool:
         """Returns True when the disease's route was added at run time."""
         return disease in self._runtime
+
+    def is_configured(self, disease: str) -> bool:
+        """Returns True when the file or the environment routes the disease."""
+        return disease in self._configured
 
     def register(self, route: Route) -> None:
         """Adds or replaces a runtime route, saved before it takes effect."""

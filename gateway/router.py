@@ -8,7 +8,12 @@ import logging
 from collections.abc import Callable
 
 from gateway.catalog import ModelCatalog
-from gateway.errors import StateNotWritable, WrongModelKind
+from gateway.errors import (
+    RouteConfigured,
+    StateNotWritable,
+    TrainerNotConfigured,
+    WrongModelKind,
+)
 from gateway.registry import (
     DISEASE_RULE,
     Route,
@@ -105,6 +110,8 @@ class Router:
         route = self.table.get(disease)
         if route is not None and route.kind is kind:
             return route
+        if route is not None and route.kind is RouteKind.TRAINER:
+            route = None  # the trainer's route is not a disease: unknown like any other name
         if not disease:
             raise InvalidArgument(f"disease is required; {self._known(kind)}")
         if route is not None:
@@ -118,8 +125,29 @@ class Router:
             raise InvalidArgument(f"disease must be {DISEASE_RULE}") from None
         raise UnknownDisease(f"no model is registered for disease {disease!r}; {self._known(kind)}")
 
+    def trainer_route(self) -> Route:
+        """Returns the route of the trainer; raises TrainerNotConfigured when there is none."""
+        route = self.table.trainer()
+        if route is None:
+            raise TrainerNotConfigured(
+                "the trainer is not configured on this gateway: add a route of kind trainer, "
+                "e.g. GATEWAY_ROUTES='trainer=trainer@127.0.0.1:50063'"
+            )
+        return route
+
     async def register(self, route: Route) -> None:
-        """Adds or replaces a runtime route, saved before it takes effect."""
+        """Adds or replaces a runtime route, saved before it takes effect.
+
+        Raises:
+            RouteConfigured: the configuration routes the disease; a runtime route would
+                silently shadow it (and, say, let a user-trained model answer for skin).
+        """
+        if self.table.is_configured(route.disease):
+            raise RouteConfigured(
+                f"disease {route.disease!r} is routed by the gateway's configuration "
+                "(GATEWAY_REGISTRY_FILE or GATEWAY_ROUTES) and cannot be replaced at run time; "
+                "choose another disease name"
+            )
         await self._change(lambda: self.table.register(route))
         logger.info(
             "registered %s (%s) -> %s", route.disease, route.kind.value, ", ".join(route.addresses)

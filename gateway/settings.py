@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from gateway.registry import Route, RouteError, load_registry_file, parse_routes_spec
+from gateway.registry import (
+    Route,
+    RouteError,
+    check_one_trainer,
+    load_registry_file,
+    parse_routes_spec,
+)
 from gateway.upstream import RetryPolicy
 from servicekit.settings import (
     ServerSettings,
@@ -95,6 +101,10 @@ def read_configured_routes(env: Mapping[str, str]) -> dict[str, Route]:
         routes.update(parse_routes_spec(spec))
     except RouteError as exc:
         raise SettingsError(f"{PREFIX}ROUTES: {exc}") from None
+    try:
+        check_one_trainer(routes.values())
+    except RouteError as exc:
+        raise SettingsError(f"{PREFIX}REGISTRY_FILE and {PREFIX}ROUTES together: {exc}") from None
     return routes
 
 

@@ -35,6 +35,10 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
     # A headless Service's name resolves to every pod: spread calls over all of them
     # (the default, pick_first, would send every call to one pod).
     ("grpc.lb_policy_name", "round_robin"),
+    # Each channel keeps its own connections. grpc shares them process-wide by default,
+    # so a new channel to an address could inherit a connection to a server that had
+    # just stopped there and fail on its GOAWAY (seen once in CI).
+    ("grpc.use_local_subchannel_pool", 1),
 )
 
 
@@ -166,6 +170,10 @@ class ChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._stream: dict[tuple[str, str], grpc.aio.StreamUnaryMultiCallable[bytes, bytes]] = {}
+        self._server_stream: dict[
+            tuple[str, str], grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+        ] = {}
+        self._bidi: dict[tuple[str, str], grpc.aio.StreamStreamMultiCallable[bytes, bytes]] = {}
         self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
 
     def unary(self, address: str, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
@@ -187,6 +195,26 @@ class ChannelPool:
             self._stream[(address, method)] = callable_
         return callable_
 
+    def unary_stream(
+        self, address: str, method: str
+    ) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+        """Returns a server-streaming callable that passes request and response bytes as-is."""
+        callable_ = self._server_stream.get((address, method))
+        if callable_ is None:
+            callable_ = self._channel(address).unary_stream(method, _registered_method=True)  # type: ignore[call-arg]
+            self._server_stream[(address, method)] = callable_
+        return callable_
+
+    def stream_stream(
+        self, address: str, method: str
+    ) -> grpc.aio.StreamStreamMultiCallable[bytes, bytes]:
+        """Returns a bidirectional-streaming callable that passes the bytes as-is."""
+        callable_ = self._bidi.get((address, method))
+        if callable_ is None:
+            callable_ = self._channel(address).stream_stream(method, _registered_method=True)  # type: ignore[call-arg]
+            self._bidi[(address, method)] = callable_
+        return callable_
+
     def usable(self, address: str) -> bool:
         """Returns False while the address's last connection attempt failed."""
         channel = self._channels.get(address)
@@ -200,6 +228,8 @@ class ChannelPool:
             channel = self._channels.pop(address)
             self._unary = {k: v for k, v in self._unary.items() if k[0] != address}
             self._stream = {k: v for k, v in self._stream.items() if k[0] != address}
+            self._server_stream = {k: v for k, v in self._server_stream.items() if k[0] != address}
+            self._bidi = {k: v for k, v in self._bidi.items() if k[0] != address}
             task = asyncio.get_running_loop().create_task(channel.close(grace=grace_s))
             self._retiring[task] = channel
             task.add_done_callback(lambda done: self._retiring.pop(done, None))
@@ -212,6 +242,8 @@ class ChannelPool:
         self._channels, self._retiring = {}, {}
         self._unary.clear()
         self._stream.clear()
+        self._server_stream.clear()
+        self._bidi.clear()
         await asyncio.gather(*(channel.close() for channel in channels))
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -256,8 +288,13 @@ class Upstream:
         self._metadata = metadata
         self._balancer = RoundRobin()
 
-    async def unary(self, route: Route, method: str, request: bytes, *, timeout: float) -> bytes:
+    async def unary(
+        self, route: Route, method: str, request: bytes, *, timeout: float, retry: bool = True
+    ) -> bytes:
         """Returns the upstream's response bytes; UNAVAILABLE moves on to the next replica.
+
+        `retry=False` is for calls that change something: an UNAVAILABLE from a server
+        may come after the change was made, so such a call is made once.
 
         Raises:
             grpc.aio.AioRpcError: the upstream's status, after the last attempt.
@@ -272,21 +309,23 @@ class Upstream:
                 request, timeout=max(0.0, deadline - time.monotonic()), metadata=metadata
             )
 
-        return await call_with_retries(attempt, policy=self._policy, deadline=deadline)
+        return await call_with_retries(attempt, policy=self._policy_for(retry), deadline=deadline)
 
     async def stream(
         self,
         route: Route,
         method: str,
-        first: bytes,
+        first: bytes | None,
         rest: AsyncIterator[bytes],
         *,
         timeout: float,
+        retry: bool = True,
     ) -> bytes:
         """Forwards a client stream message by message and returns the response bytes.
 
-        Only opening the call is retried: once a message went out, the upstream has
-        part of the upload, and the caller's stream cannot be replayed.
+        Only opening the call is retried (not at all with `retry=False`): once a
+        message went out, the upstream has part of the upload, and the caller's stream
+        cannot be replayed. `first`, when given, is sent before `rest`.
 
         Raises:
             grpc.aio.AioRpcError: the upstream's status.
@@ -307,12 +346,13 @@ class Upstream:
                 raise
             return call
 
-        call = await call_with_retries(open_call, policy=self._policy, deadline=deadline)
+        call = await call_with_retries(open_call, policy=self._policy_for(retry), deadline=deadline)
         status = FirstStatus()
         call.add_done_callback(status)
         try:
             try:
-                await call.write(first)
+                if first is not None:
+                    await call.write(first)
                 async for message in rest:
                     await call.write(message)
                 await call.done_writing()
@@ -325,6 +365,34 @@ class Upstream:
         finally:
             if not call.done():
                 call.cancel()
+
+    def server_stream(
+        self, route: Route, method: str, request: bytes, *, timeout: float | None
+    ) -> grpc.aio.UnaryStreamCall[bytes, bytes]:
+        """Opens a server-streaming call on one replica; the caller reads and cancels it.
+
+        Never retried: the call may have started work upstream before it failed.
+        """
+        address = self._pick(route, set())
+        return self._pool.unary_stream(address, method)(
+            request, timeout=timeout, metadata=self._metadata()
+        )
+
+    def bidi(
+        self, route: Route, method: str, requests: AsyncIterator[bytes], *, timeout: float | None
+    ) -> grpc.aio.StreamStreamCall[bytes, bytes]:
+        """Opens a bidirectional call on one replica, sending each of requests as it comes.
+
+        grpc writes the next request only once the previous one is sent, so nothing
+        queues in the gateway. If `requests` raises, grpc cancels the call.
+        """
+        address = self._pick(route, set())
+        return self._pool.stream_stream(address, method)(
+            requests, timeout=timeout, metadata=self._metadata()
+        )
+
+    def _policy_for(self, retry: bool) -> RetryPolicy:
+        return self._policy if retry else RetryPolicy(attempts=1)
 
     def _pick(self, route: Route, tried: set[str]) -> str:
         address = self._balancer.pick(

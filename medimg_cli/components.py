@@ -29,6 +29,8 @@ class ServiceKind(enum.Enum):
 
     IMAGE = "image"
     SERIES = "series"
+    # The teachable machine: the gateway proxies its TrainerService; not a disease itself.
+    TRAINER = "trainer"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,20 @@ def web_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     return Launch(argv=(sys.executable, "-m", component.module), env=env)
 
 
+def trainer_launch(component: Component, ports: Mapping[str, int]) -> Launch:
+    """Starts the trainer, told where the gateway is and how the gateway reaches it.
+
+    Publishing a model registers it with the gateway (TRAINER_GATEWAY_ADDR) under the
+    trainer's own address (TRAINER_ADVERTISE_ADDR), which the gateway then routes to.
+    """
+    env = {}
+    if "gateway" in ports:
+        env[f"{component.env_prefix}GATEWAY_ADDR"] = f"{LOOPBACK}:{ports['gateway']}"
+    if ports.get(component.name):
+        env[f"{component.env_prefix}ADVERTISE_ADDR"] = f"{LOOPBACK}:{ports[component.name]}"
+    return Launch(argv=(sys.executable, "-m", component.module), env=env)
+
+
 def plugin_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     """Starts a plug-in service as `python -m <module>` with its checkout on PYTHONPATH.
 
@@ -122,7 +138,7 @@ GATEWAY = Component("gateway", "gateway", "GATEWAY_", 50051, None, python_module
 SKIN = Component("skin", "skin_service", "SKIN_", 50061, ServiceKind.IMAGE, python_module_launch)
 MRI = Component("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES, python_module_launch)
 TRAINER = Component(
-    "trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.IMAGE, python_module_launch
+    "trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER, trainer_launch
 )
 WEB = Component("web", "web", "WEB_", 8000, None, web_launch)
 

@@ -47,7 +47,7 @@ script_dir="${BASH_SOURCE[0]%/*}"
 cd "$script_dir/.."
 
 # The image names, in build order, each built from docker/<name>.Dockerfile.
-images=(gateway skin mri web skin-model mri-model)
+images=(gateway skin mri trainer web skin-model mri-model)
 
 # Then the plug-ins, in the order medimg starts them: by folder name, in byte order whatever
 # the locale. The folder names the plug-in (medimg refuses a component.json that sits

@@ -62,6 +62,20 @@ class JobNotFound(NotFound):
     reason = "JOB_NOT_FOUND"
 
 
+class FailedPrecondition(MedimgError):
+    """The system is not in a state that allows the call (no model yet, a configured route, …)."""
+
+    code = "FAILED_PRECONDITION"
+    reason = "FAILED_PRECONDITION"
+
+
+class AlreadyExists(MedimgError):
+    """The name asked for is taken by something else."""
+
+    code = "ALREADY_EXISTS"
+    reason = "ALREADY_EXISTS"
+
+
 class QueueFull(MedimgError):
     """The service is saturated; the caller should back off and retry."""
 

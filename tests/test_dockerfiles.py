@@ -54,9 +54,11 @@ from tests.support.dockerfile import (
     check_runs_as_non_root,
     check_runtime_copies_only_venv,
     check_skin_layout,
+    check_writable_dir,
     commands,
     copy_parts,
     copy_sources,
+    final_env,
     framework_of,
     framework_pins,
     ignore_rules,
@@ -66,6 +68,7 @@ from tests.support.dockerfile import (
     plugin_image_violations,
     unknown_dockerfiles,
 )
+from trainer_service.settings import DEFAULT_PORT as TRAINER_PORT
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -99,6 +102,7 @@ SERVICES = (
     ServiceImage("gateway", "gateway", "gateway", "GATEWAY_", 50051),
     ServiceImage("skin", "skin_service", "skin", "SKIN_", 50061),
     ServiceImage("mri", "mri_service", "mri", "MRI_", 50062),
+    ServiceImage("trainer", "trainer_service", "trainer", "TRAINER_", 50063),
     ServiceImage("web", "web", "web", "WEB_", 8000),
 )
 ARTIFACTS = (
@@ -173,7 +177,12 @@ def test_it_finds_each_component_image_to_the_conventions(image: ServiceImage) -
 
 def test_it_exposes_the_port_each_service_listens_on_by_default() -> None:
     ports = {i.name: i.port for i in SERVICES}
-    assert (ports["gateway"], ports["skin"], ports["mri"]) == (GATEWAY_PORT, SKIN_PORT, MRI_PORT)
+    assert (ports["gateway"], ports["skin"], ports["mri"], ports["trainer"]) == (
+        GATEWAY_PORT,
+        SKIN_PORT,
+        MRI_PORT,
+        TRAINER_PORT,
+    )
 
 
 def test_it_finds_every_plugin_image_in_docker_to_the_conventions() -> None:
@@ -183,8 +192,25 @@ def test_it_finds_every_plugin_image_in_docker_to_the_conventions() -> None:
     assert {name: found for name, found in violations.items() if found} == {}
 
 
-def test_it_takes_torch_for_the_mri_image_from_the_cpu_index() -> None:
-    assert check_cpu_torch(stages_of("mri"), pin_in("mri", "torch")) == []
+# The images that train or run torch in their own process; the model servers hold the GPU.
+TORCH_IMAGES = ("mri", "trainer")
+
+
+@pytest.mark.parametrize("name", TORCH_IMAGES)
+def test_it_takes_torch_for_the_torch_images_from_the_cpu_index(name: str) -> None:
+    assert check_cpu_torch(stages_of(name), pin_in(name, "torch")) == []
+
+
+# The images whose service writes a directory of its own, named by this variable.
+WRITABLE_DIRS = {"gateway": "GATEWAY_STATE_DIR", "trainer": "TRAINER_DATA_DIR"}
+
+
+@pytest.mark.parametrize(("name", "variable"), WRITABLE_DIRS.items())
+def test_it_makes_the_directory_each_service_writes_owned_by_the_runtime_user(
+    name: str, variable: str
+) -> None:
+    runtime = stages_of(name)[-1]
+    assert check_writable_dir(runtime, final_env(runtime).get(variable, "")) == []
 
 
 @pytest.mark.parametrize("image", ARTIFACTS, ids=lambda i: i.name)
@@ -304,6 +330,47 @@ CPU_INSTALL = f'--index-url {CPU_TORCH_INDEX} "torch==2.13.0"'
 )
 def test_it_rejects_torch_that_could_come_from_pypi(old: str, new: str) -> None:
     assert check_cpu_torch(broken("mri", old, new), pin_in("mri", "torch"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (f"--index-url {CPU_TORCH_INDEX} ", ""),
+        ('".[trainer]"', f'".[trainer]" && pip install --no-cache-dir {CPU_INSTALL}'),
+    ],
+)
+def test_it_rejects_trainer_torch_that_could_come_from_pypi(old: str, new: str) -> None:
+    assert check_cpu_torch(broken("trainer", old, new), pin_in("trainer", "torch"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('".[trainer]"', '".[trainer,mri]"'),
+        ("COPY trainer_service/", "COPY mri_service/ mri_service/\nCOPY trainer_service/"),
+        ("TRAINER_PORT=50063", "TRAINER_PORT=50064"),
+    ],
+)
+def test_it_rejects_a_trainer_image_off_the_conventions(old: str, new: str) -> None:
+    stages = broken("trainer", old, new)
+    assert (
+        check_installs_only(stages, {"trainer"})
+        + check_copies_only(stages, SHARED_SOURCES | {"trainer_service"})
+        + check_container_env(stages, "TRAINER_", 50063)
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("TRAINER_DATA_DIR=/var/lib/medimg/trainer", "TRAINER_DATA_DIR=/var/lib/trainer"),
+        ("chown 10001:10001 /var/lib/medimg/trainer", "chown 10001:10001 /opt"),
+        ("mkdir -p /var/lib/medimg/trainer", "mkdir -p /opt"),
+    ],
+)
+def test_it_rejects_a_data_directory_the_runtime_user_cannot_write(old: str, new: str) -> None:
+    runtime = broken("trainer", old, new)[-1]
+    assert check_writable_dir(runtime, final_env(runtime)["TRAINER_DATA_DIR"])
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Final, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import grpc
 from medimg.v1 import (
@@ -19,6 +20,8 @@ from medimg.v1 import (
     model_registry_pb2_grpc,
     series_analysis_service_pb2,
     series_analysis_service_pb2_grpc,
+    trainer_service_pb2,
+    trainer_service_pb2_grpc,
 )
 
 from servicekit.request_context import REQUEST_ID_KEY, accept_request_id, current_request_id
@@ -97,9 +100,36 @@ STATUS_OUTCOMES: Final[dict[grpc.StatusCode, Outcome]] = {
 }
 
 
-def outcome_for(code: grpc.StatusCode) -> Outcome:
-    """Returns the web tier's outcome of a gRPC status code."""
-    return STATUS_OUTCOMES.get(code, _INTERNAL)
+_TRAINER_DOWN = "The trainer is unavailable right now. Please try again in a minute."
+_TRAINER_CONFLICT = Outcome(409, "This cannot be done right now.", shows_details=True)
+
+# The trainer's calls: what goes wrong there is mostly the person's to fix (too few
+# examples, a disease name in use), so its own message is shown for those statuses.
+TRAINER_OUTCOMES: Final[dict[grpc.StatusCode, Outcome]] = {
+    **STATUS_OUTCOMES,
+    _S.INVALID_ARGUMENT: Outcome(400, "The request could not be used.", shows_details=True),
+    _S.NOT_FOUND: Outcome(404, "The trainer does not know this project.", shows_details=True),
+    _S.FAILED_PRECONDITION: _TRAINER_CONFLICT,
+    _S.ALREADY_EXISTS: _TRAINER_CONFLICT,
+    _S.RESOURCE_EXHAUSTED: Outcome(
+        429,
+        "The trainer is busy. Please try again in a few seconds.",
+        retry_after_s=5,
+        shows_details=True,
+        retryable=True,
+    ),
+    _S.UNAVAILABLE: Outcome(503, _TRAINER_DOWN, retry_after_s=30, retryable=True),
+    _S.DEADLINE_EXCEEDED: Outcome(
+        504, "The trainer took too long. Please try again.", retryable=True
+    ),
+}
+
+
+def outcome_for(
+    code: grpc.StatusCode, outcomes: Mapping[grpc.StatusCode, Outcome] = STATUS_OUTCOMES
+) -> Outcome:
+    """Returns the web tier's outcome of a gRPC status code (diagnosis calls by default)."""
+    return outcomes.get(code, _INTERNAL)
 
 
 def outcome_for_name(name: str) -> Outcome:
@@ -116,14 +146,22 @@ class GatewayError(Exception):
     is what a person may be shown, `http_status` and `retry_after_s` what HTTP answers.
     """
 
-    def __init__(self, status: grpc.StatusCode, details: str, *, reason: str, request_id: str):
+    def __init__(
+        self,
+        status: grpc.StatusCode,
+        details: str,
+        *,
+        reason: str,
+        request_id: str,
+        outcomes: Mapping[grpc.StatusCode, Outcome] = STATUS_OUTCOMES,
+    ):
         super().__init__(f"{status.name}: {details}")
         self.status = status
         self.code = status.name
         self.details = details
         self.reason = reason
         self.request_id = request_id
-        self.outcome = outcome_for(status)
+        self.outcome = outcome_for(status, outcomes)
         self.http_status = self.outcome.http_status
         self.retry_after_s = self.outcome.retry_after_s
         self.retryable = self.outcome.retryable
@@ -224,6 +262,165 @@ class SeriesAnalysis:
 
 
 @dataclass(frozen=True)
+class TrainerProject:
+    """A teachable-machine project as the trainer keeps it."""
+
+    name: str  # "projects/{project_id}"
+    display_name: str
+    labels: tuple[str, ...]
+    example_counts: tuple[int, ...]
+    latest_training_job: str
+    published_disease: str
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """The metrics after one finished epoch."""
+
+    epoch: int
+    total_epochs: int
+    loss: float
+    accuracy: float
+    validation_accuracy: float
+    elapsed_seconds: float
+    eta_seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingJobState:
+    """One state of a training job: where it stands and its latest metrics."""
+
+    name: str  # "projects/{project_id}/trainingJobs/{job_id}"
+    state: str  # "queued", "running", "succeeded", "failed", "cancelled" or "unspecified"
+    metrics: EpochProgress | None
+    error_message: str
+
+    @property
+    def active(self) -> bool:
+        """Tells whether the job may still change (queued or running)."""
+        return self.state in ("queued", "running")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train: epochs, batch size, learning rate, validation split and seed."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    validation_split: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class UploadReceipt:
+    """What an upload of examples stored, and the counts per label after it."""
+
+    accepted_count: int
+    example_counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LivePrediction:
+    """The trainer's prediction for one streamed frame."""
+
+    frame_id: int
+    top_label: str
+    scores: tuple[ClassScore, ...]
+    dropped_frame_count: int
+
+
+_JOB_STATES: Final = {
+    trainer_service_pb2.TRAINING_JOB_STATE_QUEUED: "queued",
+    trainer_service_pb2.TRAINING_JOB_STATE_RUNNING: "running",
+    trainer_service_pb2.TRAINING_JOB_STATE_SUCCEEDED: "succeeded",
+    trainer_service_pb2.TRAINING_JOB_STATE_FAILED: "failed",
+    trainer_service_pb2.TRAINING_JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+class TrainingEvents:
+    """A training job's events as they arrive (Train or WatchTrainingJob); cancellable.
+
+    Iterating blocks the calling thread until the next event; a failed call raises
+    GatewayError. `cancel()` from any thread ends the call (the job itself keeps running:
+    only CancelTrainingJob stops it).
+    """
+
+    def __init__(self, call: Any, method: str, request_id: str) -> None:
+        self._call = call
+        self._method = method
+        self.request_id = request_id
+
+    def __iter__(self) -> Iterator[TrainingJobState]:
+        try:
+            for response in self._call:
+                yield _job_state(response.job)
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise _failure(exc, self.request_id, self._method, TRAINER_OUTCOMES) from None
+
+    def cancel(self) -> None:
+        """Ends the call; a thread iterating it stops."""
+        self._call.cancel()
+
+
+_CLOSE: Final = object()
+
+
+class PredictionStream:
+    """One live StreamPredictions call: frames sent from one thread, predictions read in another.
+
+    The trainer keeps at most one frame waiting; the caller should still send a frame only
+    once the previous prediction came back, so that nothing queues in between.
+    """
+
+    def __init__(self, stub: Any, project: str, timeout_s: float, request_id: str) -> None:
+        self._frames: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._project = project
+        self.request_id = request_id
+        self._call = stub.StreamPredictions(
+            self._requests(), timeout=timeout_s, metadata=((REQUEST_ID_KEY, request_id),)
+        )
+
+    def _requests(self) -> Iterator[trainer_service_pb2.StreamPredictionsRequest]:
+        first = True
+        while isinstance(item := self._frames.get(), tuple):
+            frame_id: int = item[0]
+            image: bytes = item[1]
+            yield trainer_service_pb2.StreamPredictionsRequest(
+                project=self._project if first else "", image=image, frame_id=frame_id
+            )
+            first = False
+
+    def send(self, *, frame_id: int, image: bytes) -> None:
+        """Queues one encoded frame for the call (never blocks)."""
+        self._frames.put((frame_id, image))
+
+    def __iter__(self) -> Iterator[LivePrediction]:
+        try:
+            for response in self._call:
+                yield LivePrediction(
+                    frame_id=response.frame_id,
+                    top_label=response.top_label,
+                    scores=tuple(
+                        ClassScore(s.label, _probability(s.score)) for s in response.scores
+                    ),
+                    dropped_frame_count=response.dropped_frame_count,
+                )
+        except grpc.RpcError as exc:
+            if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise _failure(exc, self.request_id, "StreamPredictions", TRAINER_OUTCOMES) from None
+
+    def close(self) -> None:
+        """Ends the call: no more frames, and the server's remaining answers are dropped."""
+        self._frames.put(_CLOSE)
+        self._call.cancel()
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """Where the gateway is and how long each kind of call may take, in seconds."""
 
@@ -231,6 +428,9 @@ class GatewayConfig:
     diagnose_timeout_s: float = 30.0
     series_timeout_s: float = 300.0
     info_timeout_s: float = 5.0
+    trainer_timeout_s: float = 60.0
+    # A training's event stream lasts as long as the training.
+    train_timeout_s: float = 3600.0
 
 
 _KINDS: Final = {
@@ -248,6 +448,7 @@ class GatewayClient:
         self._diagnosis = diagnosis_service_pb2_grpc.DiagnosisServiceStub(self._channel)
         self._series = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(self._channel)
         self._registry = model_registry_pb2_grpc.ModelRegistryStub(self._channel)
+        self._trainer = trainer_service_pb2_grpc.TrainerServiceStub(self._channel)
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
@@ -378,6 +579,110 @@ class GatewayClient:
             elapsed_ms=_elapsed_ms(started),
         )
 
+    # --- the trainer (TrainerService through the gateway) -------------------------------------
+
+    def _trainer_call(
+        self, name: str, request: object, timeout_s: float, request_id: str | None
+    ) -> Any:
+        rid = _request_id(request_id)
+        method = getattr(self._trainer, name)
+        try:
+            return method(request, timeout=timeout_s, metadata=((REQUEST_ID_KEY, rid),))
+        except grpc.RpcError as exc:
+            raise _failure(exc, rid, name, TRAINER_OUTCOMES) from None
+
+    def create_project(
+        self, *, display_name: str, labels: Iterable[str], request_id: str | None = None
+    ) -> TrainerProject:
+        """Creates a project on the trainer; raises GatewayError (bad labels: 400)."""
+        pb = trainer_service_pb2
+        request = pb.CreateProjectRequest(display_name=display_name, labels=list(labels))
+        timeout = self.config.trainer_timeout_s
+        return _project(self._trainer_call("CreateProject", request, timeout, request_id).project)
+
+    def get_project(self, *, name: str, request_id: str | None = None) -> TrainerProject:
+        """Returns a project with its example counts."""
+        request = trainer_service_pb2.GetProjectRequest(name=name)
+        timeout = self.config.info_timeout_s
+        return _project(self._trainer_call("GetProject", request, timeout, request_id).project)
+
+    def delete_project(self, *, name: str, request_id: str | None = None) -> None:
+        """Deletes a project with its examples and models."""
+        request = trainer_service_pb2.DeleteProjectRequest(name=name)
+        self._trainer_call("DeleteProject", request, self.config.trainer_timeout_s, request_id)
+
+    def upload_examples(
+        self,
+        *,
+        project: str,
+        examples: Iterable[tuple[str, bytes]],
+        request_id: str | None = None,
+    ) -> UploadReceipt:
+        """Streams (label, encoded image) pairs to a project; all are stored or none."""
+        pb = trainer_service_pb2
+        messages = (
+            pb.UploadExamplesRequest(project=project, label=label, image=image)
+            for label, image in examples
+        )
+        timeout = self.config.trainer_timeout_s
+        response = self._trainer_call("UploadExamples", messages, timeout, request_id)
+        return UploadReceipt(response.accepted_count, tuple(response.example_counts))
+
+    def train(
+        self, *, project: str, settings: TrainSettings, request_id: str | None = None
+    ) -> TrainingEvents:
+        """Starts a training job; its events arrive by iterating the result."""
+        rid = _request_id(request_id)
+        request = trainer_service_pb2.TrainRequest(
+            project=project,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            validation_split=settings.validation_split,
+            seed=settings.seed,
+        )
+        call = self._trainer.Train(
+            request, timeout=self.config.train_timeout_s, metadata=((REQUEST_ID_KEY, rid),)
+        )
+        return TrainingEvents(call, "Train", rid)
+
+    def watch_training_job(self, *, name: str, request_id: str | None = None) -> TrainingEvents:
+        """Follows a training job from its current state until it ends."""
+        rid = _request_id(request_id)
+        request = trainer_service_pb2.WatchTrainingJobRequest(name=name)
+        call = self._trainer.WatchTrainingJob(
+            request, timeout=self.config.train_timeout_s, metadata=((REQUEST_ID_KEY, rid),)
+        )
+        return TrainingEvents(call, "WatchTrainingJob", rid)
+
+    def get_training_job(self, *, name: str, request_id: str | None = None) -> TrainingJobState:
+        """Returns a training job's current state."""
+        request = trainer_service_pb2.GetTrainingJobRequest(name=name)
+        timeout = self.config.info_timeout_s
+        return _job_state(self._trainer_call("GetTrainingJob", request, timeout, request_id).job)
+
+    def cancel_training_job(self, *, name: str, request_id: str | None = None) -> TrainingJobState:
+        """Cancels a queued or running job; returns it (CANCELLED unless it had ended)."""
+        request = trainer_service_pb2.CancelTrainingJobRequest(name=name)
+        timeout = self.config.trainer_timeout_s
+        response = self._trainer_call("CancelTrainingJob", request, timeout, request_id)
+        return _job_state(response.job)
+
+    def stream_predictions(
+        self, *, project: str, request_id: str | None = None
+    ) -> PredictionStream:
+        """Opens a live prediction stream on a project's latest trained model."""
+        rid = _request_id(request_id)
+        return PredictionStream(self._trainer, project, self.config.train_timeout_s, rid)
+
+    def publish(
+        self, *, project: str, disease: str, request_id: str | None = None
+    ) -> ModelDescription:
+        """Publishes a project's latest model under a disease name; returns the gateway's view."""
+        request = trainer_service_pb2.PublishRequest(project=project, disease=disease)
+        timeout = self.config.trainer_timeout_s
+        return _description(self._trainer_call("Publish", request, timeout, request_id).model)
+
 
 def file_chunks(stream: IO[bytes], chunk_bytes: int = SERIES_CHUNK_BYTES) -> Iterator[bytes]:
     """Yields a binary file's content in chunks, for `analyze_series`."""
@@ -413,6 +718,38 @@ def _description(info: model_info_pb2.ModelInfo) -> ModelDescription:
     )
 
 
+def _project(project: trainer_service_pb2.Project) -> TrainerProject:
+    return TrainerProject(
+        name=project.name,
+        display_name=project.display_name,
+        labels=tuple(project.labels),
+        example_counts=tuple(project.example_counts),
+        latest_training_job=project.latest_training_job,
+        published_disease=project.published_disease,
+    )
+
+
+def _job_state(job: trainer_service_pb2.TrainingJob) -> TrainingJobState:
+    metrics = None
+    if job.HasField("latest_metrics"):
+        m = job.latest_metrics
+        metrics = EpochProgress(
+            epoch=m.epoch,
+            total_epochs=m.total_epochs,
+            loss=round(float(m.loss), 6),
+            accuracy=_probability(m.accuracy),
+            validation_accuracy=_probability(m.validation_accuracy),
+            elapsed_seconds=round(float(m.elapsed_seconds), 3),
+            eta_seconds=round(float(m.eta_seconds), 3),
+        )
+    return TrainingJobState(
+        name=job.name,
+        state=_JOB_STATES.get(job.state, "unspecified"),
+        metrics=metrics,
+        error_message=job.error_message,
+    )
+
+
 def _request_id(given: str | None) -> str:
     """Returns the id this call travels with: the given one, the current one, or a new one."""
     return accept_request_id(given or current_request_id())
@@ -427,7 +764,12 @@ def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _failure(exc: grpc.RpcError, request_id: str, method: str) -> GatewayError:
+def _failure(
+    exc: grpc.RpcError,
+    request_id: str,
+    method: str,
+    outcomes: Mapping[grpc.StatusCode, Outcome] = STATUS_OUTCOMES,
+) -> GatewayError:
     """Returns the GatewayError for a failed call and logs it (ids only, never content)."""
     if isinstance(exc, grpc.Call):
         status, details, reason = exc.code(), exc.details() or "", error_reason(exc)
@@ -440,7 +782,7 @@ def _failure(exc: grpc.RpcError, request_id: str, method: str) -> GatewayError:
         reason or "-",
         extra={"request_id": request_id, "grpc_code": status.name, "reason": reason},
     )
-    return GatewayError(status, details, reason=reason, request_id=request_id)
+    return GatewayError(status, details, reason=reason, request_id=request_id, outcomes=outcomes)
 
 
 # One client (one channel) per process; a forked child or a changed setting makes a new one.
@@ -457,6 +799,7 @@ def config_from_settings() -> GatewayConfig:
         diagnose_timeout_s=float(getattr(settings, "GATEWAY_TIMEOUT_SECONDS", 30.0)),
         series_timeout_s=float(getattr(settings, "GATEWAY_SERIES_TIMEOUT_SECONDS", 300.0)),
         info_timeout_s=float(getattr(settings, "GATEWAY_INFO_TIMEOUT_SECONDS", 5.0)),
+        train_timeout_s=float(getattr(settings, "WEB_TEACH_TRAIN_TIMEOUT_SECONDS", 3600.0)),
     )
 
 

@@ -18,6 +18,8 @@ from medimg.v1 import (
     model_info_pb2,
     series_analysis_service_pb2,
     series_analysis_service_pb2_grpc,
+    trainer_service_pb2,
+    trainer_service_pb2_grpc,
 )
 
 from gateway.router import Router
@@ -121,6 +123,169 @@ class FakeSeries(series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer)
         )
 
 
+RUNNING = trainer_service_pb2.TRAINING_JOB_STATE_RUNNING
+JOB = "projects/0123456789ab/trainingJobs/ba9876543210"
+
+
+def _job_event(epoch: int) -> trainer_service_pb2.TrainResponse:
+    return trainer_service_pb2.TrainResponse(
+        job=trainer_service_pb2.TrainingJob(
+            name=JOB,
+            state=RUNNING,
+            latest_metrics=trainer_service_pb2.EpochMetrics(epoch=epoch, total_epochs=3),
+        )
+    )
+
+
+@dataclass
+class FakeTrainer(trainer_service_pb2_grpc.TrainerServiceServicer):
+    """A TrainerService shaped for proxy tests, not a trainer: it records what reached it.
+
+    Project names pick behaviours: "projects/missing" is NOT_FOUND with an ErrorInfo,
+    "projects/flaky" is UNAVAILABLE on its first call, "projects/endless" trains until
+    cancelled, and "projects/failing" sends one event and then fails.
+    """
+
+    calls: dict[str, int] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+    time_remaining: list[float | None] = field(default_factory=list)
+    uploaded: list[bytes] = field(default_factory=list)
+    stored: int = 0
+    first_upload: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: set[str] = field(default_factory=set)
+    cancelled_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _record(self, method: str, context: Any) -> None:
+        self.calls[method] = self.calls.get(method, 0) + 1
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_ids.append(str(metadata.get("x-request-id", "")))
+        self.time_remaining.append(context.time_remaining())
+
+    def _cancelled(self, method: str) -> None:
+        self.cancelled.add(method)
+        self.cancelled_event.set()
+
+    def _project(self, name: str) -> trainer_service_pb2.Project:
+        if name == "projects/missing":
+            raise errors.NotFound(f"no project is called {name!r}", reason="PROJECT_NOT_FOUND")
+        if name == "projects/flaky" and self.calls.get("flaky", 0) == 0:
+            self.calls["flaky"] = 1
+            raise errors.Unavailable("the trainer is restarting")
+        return trainer_service_pb2.Project(name=name, labels=["a", "b"])
+
+    async def CreateProject(
+        self, request: trainer_service_pb2.CreateProjectRequest, context: Any
+    ) -> trainer_service_pb2.CreateProjectResponse:
+        self._record("CreateProject", context)
+        if request.display_name == "flaky":
+            raise errors.Unavailable("the trainer is restarting")
+        project = trainer_service_pb2.Project(
+            name="projects/0123456789ab", display_name=request.display_name, labels=request.labels
+        )
+        return trainer_service_pb2.CreateProjectResponse(project=project)
+
+    async def GetProject(
+        self, request: trainer_service_pb2.GetProjectRequest, context: Any
+    ) -> trainer_service_pb2.GetProjectResponse:
+        self._record("GetProject", context)
+        return trainer_service_pb2.GetProjectResponse(project=self._project(request.name))
+
+    async def ListProjects(
+        self, request: trainer_service_pb2.ListProjectsRequest, context: Any
+    ) -> trainer_service_pb2.ListProjectsResponse:
+        self._record("ListProjects", context)
+        return trainer_service_pb2.ListProjectsResponse(projects=[self._project("projects/p")])
+
+    async def DeleteProject(
+        self, request: trainer_service_pb2.DeleteProjectRequest, context: Any
+    ) -> trainer_service_pb2.DeleteProjectResponse:
+        self._record("DeleteProject", context)
+        self._project(request.name)
+        return trainer_service_pb2.DeleteProjectResponse()
+
+    async def GetTrainingJob(
+        self, request: trainer_service_pb2.GetTrainingJobRequest, context: Any
+    ) -> trainer_service_pb2.GetTrainingJobResponse:
+        self._record("GetTrainingJob", context)
+        return trainer_service_pb2.GetTrainingJobResponse(job=_job_event(1).job)
+
+    async def CancelTrainingJob(
+        self, request: trainer_service_pb2.CancelTrainingJobRequest, context: Any
+    ) -> trainer_service_pb2.CancelTrainingJobResponse:
+        self._record("CancelTrainingJob", context)
+        return trainer_service_pb2.CancelTrainingJobResponse(job=_job_event(1).job)
+
+    async def Publish(
+        self, request: trainer_service_pb2.PublishRequest, context: Any
+    ) -> trainer_service_pb2.PublishResponse:
+        self._record("Publish", context)
+        self._project(request.project)
+        return trainer_service_pb2.PublishResponse(
+            model=model_info_pb2.ModelInfo(disease=request.disease, model_name="trainer-x")
+        )
+
+    async def UploadExamples(
+        self,
+        request_iterator: AsyncIterator[trainer_service_pb2.UploadExamplesRequest],
+        context: Any,
+    ) -> trainer_service_pb2.UploadExamplesResponse:
+        self._record("UploadExamples", context)
+        received: list[bytes] = []
+        try:
+            async for message in request_iterator:
+                received.append(message.image)
+                self.uploaded.append(message.image)
+                self.first_upload.set()
+            await asyncio.sleep(0.01)  # the storing, during which a cancellation can land
+        except asyncio.CancelledError:
+            self._cancelled("UploadExamples")
+            raise
+        self.stored += len(received)  # all or nothing, like the real trainer
+        return trainer_service_pb2.UploadExamplesResponse(accepted_count=len(received))
+
+    async def Train(
+        self, request: trainer_service_pb2.TrainRequest, context: Any
+    ) -> AsyncIterator[trainer_service_pb2.TrainResponse]:
+        self._record("Train", context)
+        self._project(request.project)
+        try:
+            for epoch in range(1, request.epochs + 1):
+                yield _job_event(epoch)
+                if request.project == "projects/failing":
+                    raise errors.MedimgError("the training diverged", reason="TRAINING_FAILED")
+            if request.project == "projects/endless":
+                await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self._cancelled("Train")
+            raise
+
+    async def WatchTrainingJob(
+        self, request: trainer_service_pb2.WatchTrainingJobRequest, context: Any
+    ) -> AsyncIterator[trainer_service_pb2.WatchTrainingJobResponse]:
+        self._record("WatchTrainingJob", context)
+        yield trainer_service_pb2.WatchTrainingJobResponse(job=_job_event(1).job)
+
+    async def StreamPredictions(
+        self,
+        request_iterator: AsyncIterator[trainer_service_pb2.StreamPredictionsRequest],
+        context: Any,
+    ) -> AsyncIterator[trainer_service_pb2.StreamPredictionsResponse]:
+        self._record("StreamPredictions", context)
+        try:
+            async for frame in request_iterator:
+                if frame.image == b"bad":
+                    raise errors.InvalidImage("frame 2 is not an image", reason="IMAGE_INVALID")
+                yield trainer_service_pb2.StreamPredictionsResponse(
+                    frame_id=frame.frame_id, top_label="a"
+                )
+            # grpc ends the request stream alike on half-close and on cancel; the
+            # cancellation lands on the handler's task a moment later.
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            self._cancelled("StreamPredictions")
+            raise
+
+
 def closed_port() -> int:
     """Returns a loopback port that nothing listens on (it was free a moment ago)."""
     with socket.socket() as sock:
@@ -131,10 +296,16 @@ def closed_port() -> int:
 
 @asynccontextmanager
 async def upstream(
-    servicer: FakeDiagnosis | FakeSeries, env: Mapping[str, str] | None = None
+    servicer: FakeDiagnosis | FakeSeries | FakeTrainer, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[str]:
     """Runs a servicekit server with servicer (env: UP_* settings); yields its address."""
-    if isinstance(servicer, FakeDiagnosis):
+    if isinstance(servicer, FakeTrainer):
+        trainer = servicer
+        binding = ServiceBinding(
+            "medimg.v1.TrainerService",
+            lambda s: trainer_service_pb2_grpc.add_TrainerServiceServicer_to_server(trainer, s),
+        )
+    elif isinstance(servicer, FakeDiagnosis):
         binding = ServiceBinding(
             "medimg.v1.DiagnosisService",
             lambda s: diagnosis_service_pb2_grpc.add_DiagnosisServiceServicer_to_server(

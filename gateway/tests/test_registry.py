@@ -65,8 +65,27 @@ def test_it_rejects_the_same_address_twice_in_one_route() -> None:
 
 
 def test_it_rejects_an_unknown_kind() -> None:
-    with pytest.raises(RouteError, match="image, series"):
+    with pytest.raises(RouteError, match="image, series, trainer"):
         make_route("skin", "video", ["h:1"])
+
+
+def test_it_parses_a_trainer_route() -> None:
+    routes = parse_routes_spec("skin=image@h:1;trainer=trainer@h:3")
+    assert routes["trainer"] == Route("trainer", RouteKind.TRAINER, ("h:3",))
+
+
+def test_it_rejects_two_trainer_routes_in_the_variable() -> None:
+    with pytest.raises(RouteError, match="at most one route may be of kind trainer"):
+        parse_routes_spec("trainer=trainer@h:1;teach=trainer@h:2")
+
+
+def test_it_rejects_two_trainer_routes_in_a_registry_document() -> None:
+    models = [
+        {"disease": name, "kind": "trainer", "addresses": [address]}
+        for name, address in (("trainer", "h:1"), ("teach", "h:2"))
+    ]
+    with pytest.raises(RouteError, match="at most one route may be of kind trainer"):
+        parse_routes_document({"models": models})
 
 
 @pytest.mark.parametrize("name", ["skin", "mri", "breast-mri-2", "a"])
@@ -202,6 +221,21 @@ def test_it_answers_unknown_disease_when_unregistering_what_is_not_routed(tmp_pa
     table = RouteTable({}, StateStore(tmp_path / "routes.json"))
     with pytest.raises(UnknownDisease):
         table.unregister("lung")
+
+
+def test_the_trainer_route_is_found_apart_from_the_model_routes(tmp_path: Path) -> None:
+    trainer = Route("trainer", RouteKind.TRAINER, ("127.0.0.1:50063",))
+    table = RouteTable({"skin": SKIN, "trainer": trainer}, StateStore(tmp_path / "routes.json"))
+    assert table.trainer() == trainer
+    assert table.model_routes() == [SKIN]
+    assert RouteTable({"skin": SKIN}, StateStore(tmp_path / "other.json")).trainer() is None
+
+
+def test_it_tells_configured_routes_from_runtime_ones(tmp_path: Path) -> None:
+    table = RouteTable({"skin": SKIN}, StateStore(tmp_path / "routes.json"))
+    table.register(MRI)
+    assert table.is_configured("skin") and not table.is_runtime("skin")
+    assert table.is_runtime("mri") and not table.is_configured("mri")
 
 
 def test_it_lists_diseases_by_kind(tmp_path: Path) -> None:

@@ -118,6 +118,33 @@ async def test_an_unregistered_model_is_no_longer_routed(tmp_path: Path) -> None
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_it_refuses_to_replace_a_configured_route(tmp_path: Path) -> None:
+    async with upstream(FakeDiagnosis("skin-v1")) as a, upstream(FakeDiagnosis("impostor")) as b:
+        settings = gateway_settings(tmp_path, ROUTES=f"skin=image@{a}")
+        async with gateway(settings) as channel:
+            registry = model_registry_pb2_grpc.ModelRegistryStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await registry.RegisterModel(register("skin", b))
+            diagnosis = diagnosis_service_pb2_grpc.DiagnosisServiceStub(channel)
+            answer = await diagnosis.Diagnose(diagnosis_service_pb2.DiagnoseRequest(disease="skin"))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'skin' is routed by the gateway's configuration" in (caught.value.details() or "")
+    assert answer.model_name == "skin-v1"
+    assert not (tmp_path / "routes.json").exists()
+
+
+async def test_a_runtime_route_can_be_registered_again_with_new_addresses(tmp_path: Path) -> None:
+    async with (
+        upstream(FakeDiagnosis("v1")) as a,
+        upstream(FakeDiagnosis("v2")) as b,
+        gateway(gateway_settings(tmp_path)) as channel,
+    ):
+        registry = model_registry_pb2_grpc.ModelRegistryStub(channel)
+        await registry.RegisterModel(register("derm", a))
+        replaced = (await registry.RegisterModel(register("derm", b))).model
+    assert replaced.available and replaced.model.model_name == "v2"
+
+
 async def test_it_refuses_to_unregister_a_configured_route(tmp_path: Path) -> None:
     settings = gateway_settings(tmp_path, ROUTES=f"skin=image@127.0.0.1:{closed_port()}")
     async with gateway(settings) as channel:

@@ -102,3 +102,21 @@ def test_it_needs_a_ca_for_an_upstream_client_certificate(tmp_path: Path) -> Non
                 "GATEWAY_UPSTREAM_TLS_KEY_FILE": str(cert),
             }
         )
+
+
+def test_it_reads_a_trainer_route_from_the_file_and_the_variable(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("models:\n  - {disease: trainer, kind: trainer, addresses: ['t:1']}\n")
+    from_file = GatewaySettings.from_env({"GATEWAY_REGISTRY_FILE": str(registry)})
+    from_env = GatewaySettings.from_env({"GATEWAY_ROUTES": "trainer=trainer@t:2"})
+    assert from_file.routes == {"trainer": Route("trainer", RouteKind.TRAINER, ("t:1",))}
+    assert from_env.routes == {"trainer": Route("trainer", RouteKind.TRAINER, ("t:2",))}
+
+
+def test_it_refuses_a_second_trainer_between_the_file_and_the_variable(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("models:\n  - {disease: teach, kind: trainer, addresses: ['t:1']}\n")
+    with pytest.raises(SettingsError, match=r"GATEWAY_REGISTRY_FILE and GATEWAY_ROUTES.*'teach'"):
+        GatewaySettings.from_env(
+            {"GATEWAY_REGISTRY_FILE": str(registry), "GATEWAY_ROUTES": "trainer=trainer@t:2"}
+        )

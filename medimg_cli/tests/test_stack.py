@@ -43,7 +43,7 @@ def test_the_table_holds_every_built_in_with_its_prefix_port_and_kind() -> None:
     assert rows == [
         ("skin", "skin_service", "SKIN_", 50061, ServiceKind.IMAGE),
         ("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES),
-        ("trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.IMAGE),
+        ("trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER),
         ("gateway", "gateway", "GATEWAY_", 50051, None),
         ("web", "web", "WEB_", 8000, None),
     ]
@@ -69,7 +69,7 @@ def test_it_refuses_an_unknown_component() -> None:
 def test_the_gateway_gets_the_routes_of_the_started_services_and_its_state_dir() -> None:
     env = child_environment(GATEWAY, ALL_PORTS, base={"HOME": "/root"}, state_dir=STATE_DIR)
     assert env["GATEWAY_ROUTES"] == (
-        "skin=image@127.0.0.1:50061;mri=series@127.0.0.1:50062;trainer=image@127.0.0.1:50063"
+        "skin=image@127.0.0.1:50061;mri=series@127.0.0.1:50062;trainer=trainer@127.0.0.1:50063"
     )
     assert env["GATEWAY_STATE_DIR"] == str(STATE_DIR)
     assert env["GATEWAY_PORT"] == "50051"
@@ -88,6 +88,17 @@ def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
     env = child_environment(SKIN, ALL_PORTS, base=base, state_dir=STATE_DIR)
     assert env["SKIN_PORT"] == "50061"
     assert env["SKIN_LOG_LEVEL"] == "DEBUG"
+    assert "GATEWAY_ROUTES" not in env
+
+
+def test_the_trainer_is_told_the_gateway_and_the_address_it_is_reached_at() -> None:
+    ports = {**ALL_PORTS, "trainer": 50163, "gateway": 50151}
+    base = {"TRAINER_GATEWAY_ADDR": "elsewhere:1", "TRAINER_LOG_LEVEL": "DEBUG"}
+    env = child_environment(TRAINER, ports, base=base, state_dir=STATE_DIR)
+    assert env["TRAINER_PORT"] == "50163"
+    assert env["TRAINER_GATEWAY_ADDR"] == "127.0.0.1:50151"
+    assert env["TRAINER_ADVERTISE_ADDR"] == "127.0.0.1:50163"
+    assert env["TRAINER_LOG_LEVEL"] == "DEBUG"
     assert "GATEWAY_ROUTES" not in env
 
 

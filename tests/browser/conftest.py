@@ -1,4 +1,4 @@
-"""The real stack (skin, MRI, gateway, web) on loopback ports and a headless Chromium for it."""
+"""The real stack (skin, MRI, trainer, gateway, web) on loopback ports and a headless Chromium."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.support.processes import ROOT, Process, start, wait_until_serving
+from tests.support.processes import ROOT, Process, free_port, start, wait_until_serving
 from tests.tfserving_fake.fixture_model import SHIPPED_MODEL_DIR
 
 INSTALL_SCRIPT = ROOT / "scripts" / "install_chromium.sh"
@@ -26,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
     "--disable-sync",
+    # A generated camera picture (a moving pattern) and no permission prompt: the teach pages.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 # Where the screenshots are also copied, for people to look at after a run (var/ is ignored).
 SCREENSHOT_COPY_DIR = ROOT / "var" / "screenshots"
@@ -39,6 +42,7 @@ class Stack:
 
     skin: Process
     mri: Process
+    trainer: Process
     gateway: Process
     web: Process
 
@@ -103,7 +107,7 @@ def wait_for_healthz(process: Process, base_url: str, timeout: float) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Starts the skin and MRI services (shipped models), the gateway and the web tier."""
+    """Starts the skin and MRI services (shipped models), the trainer, the gateway and the web."""
     started: list[Process] = []
     try:
         skin = start(
@@ -113,17 +117,43 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         spool = tmp_path_factory.mktemp("mri-spool")
         mri = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(spool)})
         started.append(mri)
+        # The trainer publishes to the gateway and the gateway routes to the trainer: the
+        # gateway's port is chosen first so that each can be told the other's address.
+        gateway_port, trainer_port = free_port(), free_port()
+        trainer = start(
+            "trainer",
+            "trainer_service",
+            "TRAINER_",
+            env={
+                "TRAINER_PORT": str(trainer_port),
+                "TRAINER_DATA_DIR": str(tmp_path_factory.mktemp("trainer")),
+                "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
+                "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{trainer_port}",
+            },
+        )
+        trainer.port = trainer_port
+        started.append(trainer)
         wait_until_serving(skin, timeout=MODEL_START_TIMEOUT_S)
         wait_until_serving(mri, timeout=MODEL_START_TIMEOUT_S)
+        wait_until_serving(trainer, timeout=MODEL_START_TIMEOUT_S)
+        routes = ";".join(
+            (
+                f"skin=image@{skin.address}",
+                f"mri=series@{mri.address}",
+                f"trainer=trainer@{trainer.address}",
+            )
+        )
         gateway = start(
             "gateway",
             "gateway",
             "GATEWAY_",
             env={
-                "GATEWAY_ROUTES": f"skin=image@{skin.address};mri=series@{mri.address}",
+                "GATEWAY_PORT": str(gateway_port),
+                "GATEWAY_ROUTES": routes,
                 "GATEWAY_STATE_DIR": str(tmp_path_factory.mktemp("gateway")),
             },
         )
+        gateway.port = gateway_port
         started.append(gateway)
         wait_until_serving(gateway)
         web_dir = tmp_path_factory.mktemp("web")
@@ -143,7 +173,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             },
         )
         started.append(web)
-        result = Stack(skin=skin, mri=mri, gateway=gateway, web=web)
+        result = Stack(skin=skin, mri=mri, trainer=trainer, gateway=gateway, web=web)
         wait_for_healthz(web, result.url, WEB_START_TIMEOUT_S)
         yield result
     finally:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.registry import parse_routes_document
+from gateway.registry import RouteKind, parse_routes_document
 from tests.k8s import policy
+from tests.k8s.network import ingress_allowed
 from tests.k8s.render import (
     K8S_DIR,
     OVERLAYS,
@@ -25,6 +26,7 @@ from tests.k8s.render import (
     render_with_components,
     validate,
 )
+from trainer_service.settings import Settings as TrainerSettings
 from web.gateway_client import GatewayConfig
 
 Objects = list[Manifest]
@@ -33,13 +35,14 @@ COMPONENTS = {
     "gateway": "gateway",
     "skin": "service",
     "mri": "service",
+    "trainer": "trainer",
     "tfserving": "model-server",
     "torchserve": "model-server",
     "web": "web",
 }
 AUTOSCALED = ("skin", "mri", "tfserving", "torchserve")
-GRPC_SERVICES = ("gateway", "skin", "mri", "tfserving", "torchserve")
-ROLES = {"web", "gateway", "service", "model-server", "datastore"}
+GRPC_SERVICES = ("gateway", "skin", "mri", "trainer", "tfserving", "torchserve")
+ROLES = {"web", "gateway", "service", "trainer", "model-server", "datastore"}
 NAME, PART_OF, ROLE = "app.kubernetes.io/name", "app.kubernetes.io/part-of", "medimg.io/role"
 QUEUE_DEPTH = K8S_DIR / "components" / "hpa-queue-depth"
 
@@ -238,12 +241,14 @@ def test_network_policies_deny_by_default_and_allow_by_role_only(
     assert allowed == {
         ("web", "gateway"),
         ("gateway", "service"),
+        ("gateway", "trainer"),
+        ("trainer", "gateway"),
         ("service", "model-server"),
         ("web", "datastore"),
     }
-    # Services and model servers are reached by the port name, so every one must have it.
+    # Services, the trainer and model servers are reached by the port name: each must have it.
     for obj, template in policy.pod_templates(rendered[overlay]):
-        if template["metadata"]["labels"][ROLE] in ("service", "model-server"):
+        if template["metadata"]["labels"][ROLE] in ("service", "trainer", "model-server"):
             names = [p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])]
             assert "grpc" in names, describe(obj)
 
@@ -256,7 +261,8 @@ def test_every_gateway_route_points_at_a_grpc_service_of_the_render(
     routes = parse_routes_document(
         yaml.safe_load(_config(objects, "gateway-registry")["registry.yaml"])
     )
-    assert {"skin", "mri"} <= set(routes)
+    assert {"skin", "mri", "trainer"} <= set(routes)
+    assert [r.disease for r in routes.values() if r.kind is RouteKind.TRAINER] == ["trainer"]
     mounted = _config(objects, "gateway-config")["GATEWAY_REGISTRY_FILE"]
     mounts = _main_container(find(objects, "Deployment", "gateway"))["volumeMounts"]
     registry = next(mount for mount in mounts if mount["name"] == "registry")
@@ -298,7 +304,12 @@ def test_each_service_listens_in_the_pod_and_calls_its_model_server_service(
 def test_the_termination_grace_period_covers_the_drain_delay_and_the_grace(
     rendered: dict[str, Objects], overlay: str
 ) -> None:
-    for name, prefix in (("gateway", "GATEWAY_"), ("skin", "SKIN_"), ("mri", "MRI_")):
+    for name, prefix in (
+        ("gateway", "GATEWAY_"),
+        ("skin", "SKIN_"),
+        ("mri", "MRI_"),
+        ("trainer", "TRAINER_"),
+    ):
         config = _config(rendered[overlay], f"{name}-config")
         needed = float(config[f"{prefix}DRAIN_DELAY_SECONDS"]) + float(
             config[f"{prefix}GRACE_SECONDS"]
@@ -308,7 +319,9 @@ def test_the_termination_grace_period_covers_the_drain_delay_and_the_grace(
         ]
         assert needed >= 5
         assert period >= needed + 5, name
-        assert float(config[f"{prefix}MAX_CONNECTION_AGE_SECONDS"]) > 0, name
+        # Connections are recycled where clients balance over replicas (the trainer has one).
+        if name != "trainer":
+            assert float(config[f"{prefix}MAX_CONNECTION_AGE_SECONDS"]) > 0, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -663,3 +676,170 @@ def test_network_policies_let_the_worker_reach_the_gateway_and_the_datastores(
                 for peer in rule["from"]
                 if "namespaceSelector" not in peer
             ), (name, target)
+
+
+# --- the trainer (the teachable machine) ----------------------------------------------------
+
+
+def _trainer_env(objects: Objects) -> dict[str, str]:
+    return _effective_env(objects, _main_container(find(objects, "Deployment", "trainer")))
+
+
+def _trainer_settings(objects: Objects) -> TrainerSettings:
+    """The trainer's settings as its pod reads them, less the token file (a mounted Secret).
+
+    The file is absent here; the test of the token checks which Secret it comes from.
+    """
+    env = _trainer_env(objects)
+    assert env.pop("TRAINER_GATEWAY_ADMIN_TOKEN_FILE")
+    return TrainerSettings.from_env(env)
+
+
+def _mounted_volume(deployment: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The volume of the main container's mount that holds path, and path inside it."""
+    for mount in _main_container(deployment)["volumeMounts"]:
+        root = mount["mountPath"].rstrip("/")
+        if path == root or path.startswith(f"{root}/"):
+            volume = next(v for v in _pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+            assert not (path == root and mount.get("readOnly")), path
+            return volume, path[len(root) + 1 :]
+    raise AssertionError(f"{describe(deployment)} mounts nothing holding {path}")
+
+
+def _secret_key_at(deployment: Mapping[str, Any], path: str) -> tuple[str, str]:
+    """The (Secret, key) whose value a container reads from the file at path."""
+    volume, inside = _mounted_volume(deployment, path)
+    secret = volume["secret"]
+    items = secret.get("items")
+    key = next(i["key"] for i in items if i["path"] == inside) if items else inside
+    return secret["secretName"], key
+
+
+def _service_port(objects: Objects, address: str) -> tuple[Manifest, int]:
+    """The headless Service an address names and the container port its port leads to."""
+    host, port = address.rsplit(":", 1)
+    service = find(objects, "Service", host)
+    assert service["spec"]["clusterIP"] == "None", address
+    (entry,) = [p for p in service["spec"]["ports"] if p["port"] == int(port)]
+    selector = {"matchLabels": service["spec"]["selector"]}
+    (template,) = [
+        t
+        for _, t in policy.pod_templates(objects)
+        if policy.selector_matches(selector, t["metadata"]["labels"])
+    ]
+    ports = {p["name"]: p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+    return service, ports[entry["targetPort"]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_trainer_runs_one_recreated_pod_with_its_data_on_a_read_write_once_claim(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    deployment = find(objects, "Deployment", "trainer")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "trainer" not in {
+        hpa["spec"]["scaleTargetRef"]["name"]
+        for hpa in _of_kind(objects, "HorizontalPodAutoscaler")
+    }
+    settings = _trainer_settings(objects)
+    volume, inside = _mounted_volume(deployment, str(settings.data_dir))
+    assert inside == ""
+    claim = find(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    # The claim's single writer: no other pod mounts it.
+    for obj, template in policy.pod_templates(objects):
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for v in template["spec"].get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        assert obj is deployment or claim["metadata"]["name"] not in claims, describe(obj)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_trainer_listens_in_the_pod_and_is_reached_where_it_registers_its_models(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    settings = _trainer_settings(objects)
+    container = _main_container(find(objects, "Deployment", "trainer"))
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.log_format == "json"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == settings.server.port, probe
+    # The gateway's TrainerService route and the address published models are registered
+    # under are the trainer's Service, which leads to the port the trainer listens on.
+    routes = parse_routes_document(
+        yaml.safe_load(_config(objects, "gateway-registry")["registry.yaml"])
+    )
+    assert routes["trainer"].addresses == (settings.advertise_addr,)
+    service, port = _service_port(objects, settings.advertise_addr)
+    assert (service["metadata"]["name"], port) == ("trainer", settings.server.port)
+    # Publish calls the gateway's Service, on the port the gateway listens on.
+    service, port = _service_port(objects, settings.gateway_addr)
+    assert service["metadata"]["name"] == "gateway"
+    assert port == int(_config(objects, "gateway-config")["GATEWAY_PORT"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_trainer_sends_the_admin_token_the_gateway_checks(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    trainer = find(objects, "Deployment", "trainer")
+    gateway = find(objects, "Deployment", "gateway")
+    trainer_file = _trainer_env(objects)["TRAINER_GATEWAY_ADMIN_TOKEN_FILE"]
+    gateway_file = _env(_main_container(gateway))["GATEWAY_ADMIN_TOKEN_FILE"]["value"]
+    assert _secret_key_at(trainer, trainer_file) == _secret_key_at(gateway, gateway_file)
+
+
+def _template(objects: Objects, name: str) -> Mapping[str, Any]:
+    template: Mapping[str, Any] = find(objects, "Deployment", name)["spec"]["template"]
+    return template
+
+
+def _labels(objects: Objects, name: str) -> Mapping[str, Any]:
+    labels: Mapping[str, Any] = _template(objects, name)["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_open_the_gateway_and_the_trainer_to_each_other_only(
+    rendered: dict[str, Objects], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    trainer, gateway = _template(objects, "trainer"), _template(objects, "gateway")
+    assert ingress_allowed(objects, _labels(objects, "gateway"), trainer, "grpc")
+    assert ingress_allowed(objects, _labels(objects, "trainer"), gateway, "grpc")
+    assert ingress_allowed(objects, _labels(objects, "web"), gateway, "grpc")
+    # Everything else stays shut: the trainer reaches no model server, and only the gateway
+    # reaches the trainer.
+    for source in ("web", "skin", "mri", "tfserving"):
+        assert not ingress_allowed(objects, _labels(objects, source), trainer, "grpc"), source
+    for server in ("tfserving", "torchserve"):
+        assert not ingress_allowed(
+            objects, _labels(objects, "trainer"), _template(objects, server), "grpc"
+        ), server
+    assert not ingress_allowed(objects, _labels(objects, "skin"), gateway, "grpc")
+    assert not ingress_allowed(objects, _labels(objects, "trainer"), gateway, "metrics")
+
+
+def test_the_network_model_sees_a_missing_or_narrowed_policy(rendered: dict[str, Objects]) -> None:
+    objects = copy.deepcopy(rendered["cpu"])
+    gateway_labels, trainer = _labels(objects, "gateway"), _template(objects, "trainer")
+    trainer_labels, gateway = _labels(objects, "trainer"), _template(objects, "gateway")
+    to_trainer = find(objects, "NetworkPolicy", "allow-gateway-to-trainer")
+    to_trainer["spec"]["ingress"][0]["ports"][0]["port"] = "metrics"
+    assert not ingress_allowed(objects, gateway_labels, trainer, "grpc")
+    to_trainer["spec"]["ingress"][0]["ports"] = []
+    assert ingress_allowed(objects, gateway_labels, trainer, "grpc")
+    to_trainer["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][ROLE] = "web"
+    assert not ingress_allowed(objects, gateway_labels, trainer, "grpc")
+    objects.remove(find(objects, "NetworkPolicy", "allow-trainer-to-gateway"))
+    assert not ingress_allowed(objects, trainer_labels, gateway, "grpc")
+    # With no policy selecting a pod, it is open to every pod of the namespace.
+    no_policies = [obj for obj in objects if obj["kind"] != "NetworkPolicy"]
+    assert ingress_allowed(no_policies, trainer_labels, gateway, "grpc")

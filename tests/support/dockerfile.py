@@ -270,6 +270,18 @@ def check_container_env(stages: Sequence[Stage], prefix: str, port: int) -> list
     return violations + ([] if exposed == [str(port)] else [f"EXPOSE {exposed}, not {port}"])
 
 
+def check_writable_dir(stage: Stage, path: str) -> list[str]:
+    """The stage's RUNs create path and give it to the runtime user (the rest stays root's)."""
+    if not path.startswith("/"):
+        return [f"{path!r} is not an absolute path"]
+    found = commands(stage)
+    made = any(c[:2] == ["mkdir", "-p"] and path in c[2:] for c in found)
+    owned = any(c[:2] == ["chown", RUNTIME_USER] and path in c[2:] for c in found)
+    return ([] if made else [f"no `mkdir -p {path}`"]) + (
+        [] if owned else [f"no `chown {RUNTIME_USER} {path}`"]
+    )
+
+
 def check_artifact_image(stages: Sequence[Stage], holds: str, target: str) -> list[str]:
     """The final stage copies `holds` whole from a stage, and its command copies it to target."""
     final = stages[-1]

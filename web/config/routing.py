@@ -4,5 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-# e.g. path("ws/series/<int:pk>/", SeriesProgressConsumer.as_asgi()),
-websocket_urlpatterns: list[Any] = []
+from django.urls import path
+
+from web.teach.consumers import PredictionConsumer, TrainingConsumer
+
+websocket_urlpatterns: list[Any] = [
+    path("ws/teach/<uuid:pk>/training/", TrainingConsumer.as_asgi()),
+    path("ws/teach/<uuid:pk>/predict/", PredictionConsumer.as_asgi()),
+]

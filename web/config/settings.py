@@ -74,7 +74,7 @@ INSTALLED_APPS = [
     # Swagger UI and Redoc files for /api/v1/docs/, served locally (no CDN).
     "drf_spectacular_sidecar",
     "web.series",
-    # Later apps go here: "web.teach".
+    "web.teach",
 ]
 
 MIDDLEWARE = [
@@ -263,6 +263,12 @@ WEB_WS_MAX_MESSAGE_BYTES = env_int(ENV, "WEB_WS_MAX_MESSAGE_BYTES", 4 * MIB, min
 WEB_SERIES_TASK_TIME_LIMIT_SECONDS = env_int(
     ENV, "WEB_SERIES_TASK_TIME_LIMIT_SECONDS", 3600, minimum=60
 )
+# The teachable machine's websockets and uploads: one webcam frame, frames per second on
+# one prediction socket, images per upload request, and how long a training may stream.
+WEB_TEACH_MAX_FRAME_BYTES = env_int(ENV, "WEB_TEACH_MAX_FRAME_BYTES", MIB, minimum=16 * 1024)
+WEB_TEACH_MAX_FRAMES_PER_SECOND = env_int(ENV, "WEB_TEACH_MAX_FRAMES_PER_SECOND", 15, minimum=1)
+WEB_TEACH_MAX_UPLOAD_FILES = env_int(ENV, "WEB_TEACH_MAX_UPLOAD_FILES", 50, minimum=1, maximum=90)
+WEB_TEACH_TRAIN_TIMEOUT_SECONDS = env_int(ENV, "WEB_TEACH_TRAIN_TIMEOUT_SECONDS", 3600, minimum=60)
 # Bodies other than files (JSON, form fields) stay small; files spool to disk above 2.5 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * MIB
 FILE_UPLOAD_PERMISSIONS = 0o600

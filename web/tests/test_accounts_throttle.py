@@ -195,7 +195,13 @@ def test_concurrent_requests_cannot_all_slip_under_the_limit(limits: Settings) -
     for burst in range(4):
         waits = _burst(address=f"192.0.2.{200 + burst}", email=f"c{burst}@example.com")
         assert len(waits) == THREADS
-        assert waits.count(None) == limits.WEB_PASSWORD_RESET_MAX_PER_EMAIL, burst
+        # Each request counts against the address and the mailbox, locked one after the
+        # other, so a request may be over one limit while a later one is over the other:
+        # fewer than the limit may pass, never more.
+        assert waits.count(None) <= limits.WEB_PASSWORD_RESET_MAX_PER_EMAIL, burst
+        # No update was lost: both counters of the burst saw every request.
+        full = LoginFailureCounter.objects.filter(failures=THREADS).count()
+        assert full == 2 * (burst + 1), burst
 
 
 def _burst(*, address: str, email: str) -> list[int | None]:

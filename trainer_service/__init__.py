@@ -1,0 +1,1 @@
+"""The teachable machine: labelled examples in, a trained image classifier out."""

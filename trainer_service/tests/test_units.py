@@ -1,0 +1,123 @@
+"""The trainer's plain-Python pieces: names, the frame slot, demo images, the store, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gateway.registry import RouteError
+from gateway.registry import validate_disease as gateway_validate_disease
+from servicekit.errors import InvalidArgument
+from servicekit.settings import SettingsError
+from trainer_service import names
+from trainer_service.demo_images import DEMO_LABELS, demo_images
+from trainer_service.predict import LatestFrameSlot
+from trainer_service.settings import Settings
+from trainer_service.store import Store
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [["only"], [f"l{i}" for i in range(11)], ["a", "a"], ["a", " a "], ["a", ""], ["a", "x/y"],
+     ["a", "x" * 41]],
+)  # fmt: skip
+def test_bad_label_lists_are_refused(labels: list[str]) -> None:
+    with pytest.raises(InvalidArgument):
+        names.validate_labels(labels)
+
+
+def test_labels_are_trimmed_and_may_hold_spaces_dashes_and_underscores() -> None:
+    assert names.validate_labels([" thumbs up ", "no-hand_2"]) == ("thumbs up", "no-hand_2")
+
+
+@pytest.mark.parametrize(
+    "disease", ["shapes", "a", "my-model-2", "Skin", "2x", "-a", "a_b", "", "a" * 64, "a" * 63]
+)
+def test_the_disease_rule_is_the_gateways(disease: str) -> None:
+    try:
+        gateway_validate_disease(disease)
+        gateway_ok = True
+    except RouteError:
+        gateway_ok = False
+    try:
+        names.validate_disease(disease)
+        trainer_ok = True
+    except InvalidArgument:
+        trainer_ok = False
+    assert trainer_ok == gateway_ok
+
+
+def test_train_params_fill_zeros_with_defaults_and_check_ranges() -> None:
+    params = names.TrainParams.from_request(
+        epochs=0, batch_size=0, learning_rate=0, validation_split=0, seed=3
+    )
+    assert params == names.TrainParams(seed=3)
+    for bad in ({"epochs": 201}, {"batch_size": 300}, {"learning_rate": 2.0},
+                {"validation_split": 0.7}, {"learning_rate": float("nan")}):  # fmt: skip
+        arguments = {"epochs": 1, "batch_size": 1, "learning_rate": 0.1, "validation_split": 0.2}
+        with pytest.raises(InvalidArgument):
+            names.TrainParams.from_request(**{**arguments, **bad}, seed=0)  # type: ignore[arg-type]
+
+
+def test_resource_names_parse_back() -> None:
+    project_id, job_id = names.new_id(), names.new_id()
+    assert names.parse_project_name(names.project_name(project_id)) == project_id
+    assert names.parse_job_name(names.job_name(project_id, job_id)) == (project_id, job_id)
+    with pytest.raises(InvalidArgument):
+        names.parse_project_name("projects/../etc")
+
+
+async def test_the_slot_keeps_only_the_newest_frame_and_counts_the_drops() -> None:
+    slot: LatestFrameSlot[int] = LatestFrameSlot()
+    for frame in range(5):
+        slot.put(frame)
+    assert await slot.take() == (4, 4)
+    waiter = asyncio.create_task(slot.take())
+    await asyncio.sleep(0)
+    slot.put(5)
+    assert await waiter == (5, 0)
+    slot.put(6)
+    slot.close()
+    assert await slot.take() == (6, 0)
+    assert await slot.take() is None
+
+
+def test_demo_images_are_deterministic_jpegs_of_the_asked_size() -> None:
+    first = demo_images(2, 3, seed=5, size=80)
+    assert first == demo_images(2, 3, seed=5, size=80)
+    assert first != demo_images(2, 3, seed=6, size=80)
+    assert demo_images(0, 3, seed=5) != demo_images(1, 3, seed=5)
+    image = Image.open(io.BytesIO(first[0]))
+    assert (image.format, image.size) == ("JPEG", (80, 80))
+    assert DEMO_LABELS == ("circle", "square", "stripes")
+
+
+def test_an_upload_that_is_discarded_leaves_the_project_unchanged(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    project = store.create_project("p", ("a", "b"))
+    upload = store.begin_upload(project.project_id, max_per_label=10)
+    upload.add(0, demo_images(0, 1, seed=1)[0], "JPEG")
+    upload.discard()
+    assert store.example_counts(project.project_id) == (0, 0)
+    upload = store.begin_upload(project.project_id, max_per_label=10)
+    image = demo_images(0, 1, seed=1)[0]
+    upload.add(0, image, "JPEG")
+    upload.add(0, image, "JPEG")  # the same bytes twice are one example
+    assert upload.commit() == (1, (1, 0))
+    assert not list(store.staging_dir.iterdir())
+
+
+def test_settings_have_the_documented_defaults_and_name_a_bad_variable() -> None:
+    settings = Settings.from_env({})
+    assert settings.server.port == 50063
+    assert settings.gateway_addr == "127.0.0.1:50051"
+    assert settings.advertise_addr == "127.0.0.1:50063"
+    assert settings.data_dir == Path("var/trainer").absolute()
+    assert settings.max_concurrent_trainings == 1
+    assert settings.image_limits.max_bytes == 4 * 1024 * 1024
+    with pytest.raises(SettingsError, match="TRAINER_GATEWAY_ADDR"):
+        Settings.from_env({"TRAINER_GATEWAY_ADDR": "nope"})
