@@ -10,12 +10,15 @@ from rest_framework.authentication import (
     SessionAuthentication,
     TokenAuthentication,
 )
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.parsers import BaseParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from web.accounts.models import User
 from web.api.exceptions import exception_handler
 
 if TYPE_CHECKING:
@@ -42,3 +45,11 @@ class ApiView(APIView):
     def get_exception_handler(self) -> Callable[[Exception, Mapping[str, Any]], Response]:
         """Returns the API's one exception handler."""
         return exception_handler
+
+
+def api_user(request: Request) -> User:
+    """Returns the authenticated caller (IsAuthenticated lets nobody else reach the views)."""
+    user = request.user
+    if not isinstance(user, User):
+        raise NotAuthenticated
+    return user

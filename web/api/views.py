@@ -23,7 +23,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotAuthenticated, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
@@ -32,10 +32,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from web import gateway_client
-from web.accounts.models import User
 from web.api import selectors as api_selectors
 from web.api import services as api_services
-from web.api.base import ApiView
+from web.api.base import ApiView, api_user
 from web.api.exceptions import ApiError, error_body, request_id_of
 from web.api.pagination import PagePagination, paginated_response
 from web.api.serializers import (
@@ -76,17 +75,9 @@ FAILED_DIAGNOSIS_RESPONSES = {
 }
 
 
-def _user(request: Request) -> User:
-    """Returns the authenticated user (IsAuthenticated lets nobody else reach the views)."""
-    user = request.user
-    if not isinstance(user, User):
-        raise NotAuthenticated
-    return user
-
-
 def _owned(request: Request, diagnosis_id: uuid.UUID) -> Diagnosis:
     """Returns the caller's record; anybody else's is the same 404 as a missing one."""
-    diagnosis = diagnoses_selectors.diagnosis_get(user=_user(request), diagnosis_id=diagnosis_id)
+    diagnosis = diagnoses_selectors.diagnosis_get(user=api_user(request), diagnosis_id=diagnosis_id)
     if diagnosis is None:
         raise NotFound("No such diagnosis.")
     return diagnosis
@@ -151,7 +142,7 @@ class DiagnosisListApi(ApiView):
         """Returns one page of the caller's diagnoses."""
         filters = DiagnosisListApi.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        items = diagnoses_selectors.diagnosis_list(user=_user(request), **filters.validated_data)
+        items = diagnoses_selectors.diagnosis_list(user=api_user(request), **filters.validated_data)
         return paginated_response(
             serializer_class=DiagnosisSerializer, items=items, request=request, view=self
         )
@@ -206,7 +197,7 @@ class DiagnosisCreateApi(ApiView):
     )
     def post(self, request: Request) -> Response:
         """Returns the new record; a failed gateway call still stores it (error + record)."""
-        user, base_url = _user(request), _base_url(request)
+        user, base_url = api_user(request), _base_url(request)
         if (request.content_type or "").startswith("multipart/"):
             upload = DiagnosisCreateApi.UploadInputSerializer(data=request.data)
             upload.is_valid(raise_exception=True)

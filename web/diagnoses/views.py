@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -15,27 +14,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from servicekit.errors import InvalidImage
+from web.core.users import signed_in_user
 from web.diagnoses import selectors, services
 from web.diagnoses.forms import ACCEPTED_TYPES, HistoryFilterForm, UploadForm
 from web.diagnoses.models import Diagnosis, label_display
 
-if TYPE_CHECKING:
-    from web.accounts.models import User
-
 HISTORY_PAGE_SIZE = 12
-
-
-def _user(request: HttpRequest) -> User:
-    """Returns the signed-in user (LoginRequiredMiddleware lets no one else reach the views)."""
-    user = request.user
-    if not user.is_authenticated:
-        raise PermissionDenied
-    return user
 
 
 def _owned(request: HttpRequest, diagnosis_id: uuid.UUID) -> Diagnosis:
     """Returns the requester's record; anybody else's is indistinguishable from a missing one."""
-    diagnosis = selectors.diagnosis_get(user=_user(request), diagnosis_id=diagnosis_id)
+    diagnosis = selectors.diagnosis_get(user=signed_in_user(request), diagnosis_id=diagnosis_id)
     if diagnosis is None:
         raise Http404("No such diagnosis.")
     return diagnosis
@@ -58,7 +47,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     if posted and form.is_valid():
         try:
             diagnosis = services.diagnosis_create(
-                user=_user(request),
+                user=signed_in_user(request),
                 upload=form.cleaned_data["image"],
                 disease=form.cleaned_data["disease"],
             )
@@ -74,7 +63,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         "max_bytes": settings.WEB_MAX_IMAGE_BYTES,
         "max_megabytes": f"{settings.WEB_MAX_IMAGE_BYTES / 2**20:g}",
         "accepted_types": ",".join(ACCEPTED_TYPES),
-        "recent": selectors.diagnosis_list(user=_user(request))[:4],
+        "recent": selectors.diagnosis_list(user=signed_in_user(request))[:4],
     }
     status = 400 if posted else 200
     return render(request, "diagnoses/upload.html", context, status=status)
@@ -165,7 +154,7 @@ def delete(request: HttpRequest, diagnosis_id: uuid.UUID) -> HttpResponse:
 @require_safe
 def history(request: HttpRequest) -> HttpResponse:
     """Lists the user's diagnoses with thumbnails, filtered by label and date, paginated."""
-    user = _user(request)
+    user = signed_in_user(request)
     labels = selectors.diagnosis_labels(user=user)
     form = HistoryFilterForm(request.GET or None, labels=[(x, label_display(x)) for x in labels])
     filters = form.cleaned_data if form.is_bound and form.is_valid() else {}

@@ -8,12 +8,11 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotAuthenticated, NotFound
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from web.accounts.models import User
-from web.api.base import ApiView
+from web.api.base import ApiView, api_user
 from web.api.exceptions import ApiError
 from web.api.serializers import error_responses
 from web.core.context_processors import DEMO_MODEL_WARNING
@@ -21,13 +20,6 @@ from web.series import selectors, services
 from web.series.models import SeriesJob
 
 SERIES = ["series"]
-
-
-def _user(request: Request) -> User:
-    user = request.user
-    if not isinstance(user, User):
-        raise NotAuthenticated
-    return user
 
 
 class SliceSerializer(serializers.Serializer[dict[str, Any]]):
@@ -120,7 +112,9 @@ class SeriesCreateApi(ApiView):
         data.is_valid(raise_exception=True)
         series = data.validated_data["series"]
         try:
-            job = services.series_job_create(user=_user(request), upload=series, size=series.size)
+            job = services.series_job_create(
+                user=api_user(request), upload=series, size=series.size
+            )
         except services.UploadRefused as refused:
             raise ApiError(
                 refused.message, status_code=refused.http_status, reason=refused.reason
@@ -139,7 +133,7 @@ class SeriesItemApi(ApiView):
     )
     def get(self, request: Request, job_id: uuid.UUID) -> Response:
         """Returns the job; anybody else's id is 404, like a missing one."""
-        job = selectors.series_job_get(user=_user(request), job_id=job_id)
+        job = selectors.series_job_get(user=api_user(request), job_id=job_id)
         if job is None:
             raise NotFound("No such series.")
         return Response(SeriesJobSerializer(job, context={"request": request}).data)

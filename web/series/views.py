@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import (
     FileResponse,
     Http404,
@@ -21,11 +19,9 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from web.core.users import signed_in_user
 from web.series import selectors, services
 from web.series.models import SeriesJob
-
-if TYPE_CHECKING:
-    from web.accounts.models import User
 
 CHUNK_BYTES = 4 * 1024 * 1024
 # Steps between the slice numbers under the plot; the smallest that gives at most MAX_TICKS.
@@ -52,17 +48,9 @@ def plot_ticks(count: int) -> list[dict[str, float]]:
     return [{"index": i, "left": round((i + 0.5) * 100 / count, 3)} for i in range(0, count, step)]
 
 
-def _user(request: HttpRequest) -> User:
-    """Returns the signed-in user (LoginRequiredMiddleware lets no one else reach the views)."""
-    user = request.user
-    if not user.is_authenticated:
-        raise PermissionDenied
-    return user
-
-
 def _owned(request: HttpRequest, job_id: uuid.UUID) -> SeriesJob:
     """Returns the requester's job; anybody else's is indistinguishable from a missing one."""
-    job = selectors.series_job_get(user=_user(request), job_id=job_id)
+    job = selectors.series_job_get(user=signed_in_user(request), job_id=job_id)
     if job is None:
         raise Http404("No such series.")
     return job
@@ -101,7 +89,7 @@ def upload(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 def _upload(request: HttpRequest) -> HttpResponse:
     """The upload page, or a whole zip posted by its plain form: checked, stored, queued."""
-    user = _user(request)
+    user = signed_in_user(request)
     if request.method != "POST":
         return _upload_page(request)
     series = request.FILES.get("series")
@@ -120,7 +108,7 @@ def _upload_page(request: HttpRequest, *, error: str = "", status: int = 200) ->
         "max_bytes": settings.WEB_MAX_SERIES_BYTES,
         "max_size": size_label(settings.WEB_MAX_SERIES_BYTES),
         "chunk_bytes": CHUNK_BYTES,
-        "jobs": selectors.series_job_list(user=_user(request))[:10],
+        "jobs": selectors.series_job_list(user=signed_in_user(request))[:10],
     }
     return render(request, "series/upload.html", context, status=status)
 
@@ -143,7 +131,7 @@ def chunk(request: HttpRequest) -> JsonResponse:
         )
     try:
         receipt = services.series_chunk_append(
-            user=_user(request),
+            user=signed_in_user(request),
             upload_id=request.POST.get("upload_id", ""),
             offset=offset,
             total=total,
@@ -167,7 +155,7 @@ def chunk(request: HttpRequest) -> JsonResponse:
 def chunk_status(request: HttpRequest, upload_id: str) -> JsonResponse:
     """Tells how many bytes of an unfinished upload arrived, so the page can resume it."""
     try:
-        received = services.upload_received(user=_user(request), upload_id=upload_id)
+        received = services.upload_received(user=signed_in_user(request), upload_id=upload_id)
     except services.UploadRefused as refused:
         return _refused(refused)
     return JsonResponse({"upload_id": upload_id, "received": received})

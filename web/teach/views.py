@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from web.core.users import signed_in_user
 from web.gateway_client import GatewayError, TrainerProject
 from web.teach import selectors, services
 from web.teach.forms import ProjectCreateForm, PublishForm, TrainSettingsForm
 from web.teach.models import TeachProject
 
-if TYPE_CHECKING:
-    from web.accounts.models import User
-
 # Where other programs ask for a diagnosis by disease name (DESIGN.md's REST surface).
 API_DIAGNOSES_PATH = "/api/v1/diagnoses/"
 
 
-def _user(request: HttpRequest) -> User:
-    """Returns the signed-in user (LoginRequiredMiddleware lets no one else reach the views)."""
-    user = request.user
-    if not user.is_authenticated:
-        raise PermissionDenied
-    return user
-
-
 def _owned(request: HttpRequest, pk: uuid.UUID) -> TeachProject:
     """Returns the requester's project; anybody else's is indistinguishable from a missing one."""
-    project = selectors.teach_project_get(user=_user(request), project_id=pk)
+    project = selectors.teach_project_get(user=signed_in_user(request), project_id=pk)
     if project is None:
         raise Http404("No such project.")
     return project
@@ -60,7 +49,7 @@ def _labels(project: TeachProject, state: TrainerProject | None) -> list[dict[st
 @require_http_methods(["GET", "HEAD", "POST"])
 def home(request: HttpRequest) -> HttpResponse:
     """Lists the user's projects; creates one from the form."""
-    user = _user(request)
+    user = signed_in_user(request)
     posted = request.method == "POST"
     form = ProjectCreateForm(request.POST) if posted else ProjectCreateForm()
     if posted and form.is_valid():
