@@ -15,12 +15,9 @@ from pathlib import Path
 import yaml
 
 from gateway.errors import RouteNotRemovable
+from servicekit.diseases import DISEASE_RULE, is_disease_name
 from servicekit.errors import UnknownDisease
 
-DISEASE_RULE = (
-    "lower-case letters, digits and dashes, starting with a letter, at most 63 characters"
-)
-_DISEASE = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _ROUTE_KEYS = frozenset({"disease", "kind", "addresses"})
@@ -53,7 +50,7 @@ class Route:
 
 def validate_disease(disease: str) -> str:
     """Returns the disease name, or raises RouteError when it breaks the naming rule."""
-    if not _DISEASE.fullmatch(disease):
+    if not is_disease_name(disease):
         raise RouteError(f"disease {disease!r} must be {DISEASE_RULE}")
     return disease
 

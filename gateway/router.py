@@ -15,7 +15,6 @@ from gateway.errors import (
     WrongModelKind,
 )
 from gateway.registry import (
-    DISEASE_RULE,
     Route,
     RouteError,
     RouteKind,
@@ -25,6 +24,7 @@ from gateway.registry import (
 )
 from gateway.settings import GatewaySettings
 from gateway.upstream import ChannelPool, Metadata, Upstream
+from servicekit.diseases import DISEASE_RULE
 from servicekit.errors import InvalidArgument, Unauthenticated, UnknownDisease
 from servicekit.request_context import outgoing_metadata
 from servicekit.settings import SettingsError

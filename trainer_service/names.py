@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from servicekit.diseases import DISEASE_RULE, is_disease_name
 from servicekit.errors import InvalidArgument
 
 MIN_LABELS = 2
@@ -16,12 +17,6 @@ _ID = re.compile(r"[0-9a-f]{12}")
 _LABEL = re.compile(r"[A-Za-z0-9 _-]+")
 _PROJECT = re.compile(r"projects/([0-9a-f]{12})")
 _JOB = re.compile(r"projects/([0-9a-f]{12})/trainingJobs/([0-9a-f]{12})")
-# The gateway's rule (gateway.registry), repeated so that the trainer does not import the
-# gateway; trainer_service/tests checks that both agree.
-DISEASE_RULE = (
-    "lower-case letters, digits and dashes, starting with a letter, at most 63 characters"
-)
-_DISEASE = re.compile(r"[a-z][a-z0-9-]{0,62}")
 
 
 def new_id() -> str:
@@ -90,7 +85,7 @@ def validate_display_name(display_name: str) -> str:
 
 def validate_disease(disease: str) -> str:
     """Returns the disease name; InvalidArgument when it breaks the gateway's naming rule."""
-    if not _DISEASE.fullmatch(disease):
+    if not is_disease_name(disease):
         raise InvalidArgument(f"disease must be {DISEASE_RULE}")
     return disease
 

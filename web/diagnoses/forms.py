@@ -7,8 +7,10 @@ from typing import Any
 from django import forms
 from django.core.validators import RegexValidator
 
+from servicekit.diseases import DISEASE_PATTERN
+
 # The gateway's rule for disease names.
-DISEASE_NAME = RegexValidator(r"^[a-z][a-z0-9-]{0,62}$", "Unknown kind of diagnosis.")
+DISEASE_NAME = RegexValidator(rf"^{DISEASE_PATTERN}$", "Unknown kind of diagnosis.")
 ACCEPTED_TYPES = ("image/jpeg", "image/png")
 
 

@@ -8,13 +8,13 @@ from typing import Any
 from django import forms
 from django.core.validators import RegexValidator
 
+from servicekit.diseases import DISEASE_PATTERN
 from web.gateway_client import TrainSettings
 
 MIN_LABELS, MAX_LABELS = 2, 10
 LABEL_RULE = re.compile(r"^[A-Za-z0-9 _-]{1,40}$")
-# The gateway's rule for disease names (gateway.registry.DISEASE_RULE).
-DISEASE_RULE = RegexValidator(
-    r"^[a-z][a-z0-9-]{0,62}$", "Use lower-case letters, digits and dashes, starting with a letter."
+DISEASE_NAME = RegexValidator(
+    rf"^{DISEASE_PATTERN}$", "Use lower-case letters, digits and dashes, starting with a letter."
 )
 
 
@@ -87,6 +87,6 @@ class PublishForm(forms.Form):
     disease = forms.CharField(
         label="Disease name",
         max_length=63,
-        validators=[DISEASE_RULE],
+        validators=[DISEASE_NAME],
         help_text="Lower-case letters, digits and dashes, starting with a letter, e.g. my-rash.",
     )
