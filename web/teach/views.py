@@ -67,15 +67,22 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "teach/home.html", context, status=400 if posted else 200)
 
 
-def project(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
-    """The capture page: webcam or files per label, the training settings and the live chart."""
-    teach_project = _owned(request, pk)
+def _project_context(teach_project: TeachProject) -> dict[str, Any]:
+    """Returns what both project pages show: the labels with their counts, the trainer's state."""
     state, trainer_error = _trainer_state(teach_project)
-    context = {
+    return {
         "project": teach_project,
         "labels": _labels(teach_project, state),
         "trainer_error": trainer_error,
         "has_model": bool(state and state.latest_training_job),
+    }
+
+
+def project(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """The capture page: webcam or files per label, the training settings and the live chart."""
+    teach_project = _owned(request, pk)
+    context = {
+        **_project_context(teach_project),
         "train_form": TrainSettingsForm(),
         "max_batch": settings.WEB_TEACH_MAX_UPLOAD_FILES,
         "max_frame_bytes": settings.WEB_TEACH_MAX_FRAME_BYTES,
@@ -104,12 +111,8 @@ def examples(request: HttpRequest, pk: uuid.UUID) -> JsonResponse:
 def _test_page(
     request: HttpRequest, teach_project: TeachProject, form: PublishForm, status: int = 200
 ) -> HttpResponse:
-    state, trainer_error = _trainer_state(teach_project)
     context = {
-        "project": teach_project,
-        "labels": _labels(teach_project, state),
-        "trainer_error": trainer_error,
-        "has_model": bool(state and state.latest_training_job),
+        **_project_context(teach_project),
         "publish_form": form,
         "api_url": request.build_absolute_uri(API_DIAGNOSES_PATH),
         "max_frame_bytes": settings.WEB_TEACH_MAX_FRAME_BYTES,
