@@ -15,23 +15,10 @@ if [[ -x "$CHROMIUM" ]]; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_chromium: $CHROMIUM is missing and apt-get is not available here;" \
-        "install Chromium yourself and set CHROMIUM_PATH to it" >&2
-    exit 1
-fi
-
-if [[ "$(id -u)" -eq 0 ]]; then
-    run_as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    run_as_root=(sudo -n)
-else
-    echo "install_chromium: $CHROMIUM is missing; installing it needs root" \
-        "(run: sudo apt-get update && sudo apt-get install -y chromium)" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=lib/apt_root.sh
+source "$(dirname "$0")/lib/apt_root.sh"
+apt_root_runner install_chromium "$CHROMIUM" chromium \
+    "install Chromium yourself and set CHROMIUM_PATH to it"
 echo "install_chromium: $CHROMIUM is missing; running apt-get update"
 "${run_as_root[@]}" apt-get update -q </dev/null
 echo "install_chromium: running apt-get install -y chromium (about 480 MB)"

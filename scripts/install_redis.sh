@@ -13,23 +13,10 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_redis: redis-server is missing and apt-get is not available here;" \
-        "install Redis 7 yourself (redis-server and redis-cli on the PATH)" >&2
-    exit 1
-fi
-
-if [[ "$(id -u)" -eq 0 ]]; then
-    run_as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    run_as_root=(sudo -n)
-else
-    echo "install_redis: redis-server is missing; installing it needs root" \
-        "(run: sudo apt-get update && sudo apt-get install -y redis-server)" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
+# shellcheck source=lib/apt_root.sh
+source "$(dirname "$0")/lib/apt_root.sh"
+apt_root_runner install_redis redis-server redis-server \
+    "install Redis 7 yourself (redis-server and redis-cli on the PATH)"
 if ! "${run_as_root[@]}" apt-get install -y -q redis-server </dev/null; then
     echo "install_redis: apt-get install failed; running apt-get update and trying again"
     "${run_as_root[@]}" apt-get update -q </dev/null
