@@ -18,7 +18,13 @@ from medimg.v1 import (
     trainer_service_pb2_grpc,
 )
 
-from tests.support.processes import Process, free_port, start, wait_until_serving
+from tests.support.processes import (
+    Process,
+    free_port,
+    start,
+    start_trainer,
+    wait_until_serving,
+)
 from trainer_service.demo_images import DEMO_LABELS, demo_images
 
 pytestmark = pytest.mark.slow
@@ -30,14 +36,6 @@ SUCCEEDED = pb.TRAINING_JOB_STATE_SUCCEEDED
 STARTED = (pb.TRAINING_JOB_STATE_QUEUED, pb.TRAINING_JOB_STATE_RUNNING)
 # Fresh images (another seed) that the model never saw, one per label.
 PROBES = [demo_images(index, 1, seed=99)[0] for index in range(len(DEMO_LABELS))]
-
-
-def start_on(port: int, name: str, module: str, prefix: str, env: dict[str, str]) -> Process:
-    """Starts a component on a port chosen in advance, since each side must know the other's."""
-    process = start(name, module, prefix, env={f"{prefix}PORT": str(port), **env})
-    process.port = port  # start() drew a port too; the variable given here wins in the child
-    wait_until_serving(process, timeout=90)
-    return process
 
 
 @dataclass
@@ -62,28 +60,25 @@ class Stack:
         return f"127.0.0.1:{self.trainer_port}"
 
     def start(self) -> None:
-        self.trainer = start_on(
-            self.trainer_port,
-            "trainer",
-            "trainer_service",
-            "TRAINER_",
-            {
-                "TRAINER_DATA_DIR": str(self.root / "trainer"),
-                "TRAINER_GATEWAY_ADDR": self.gateway_address,
-                "TRAINER_ADVERTISE_ADDR": self.trainer_address,
-            },
+        # Each side is told the other's address, so both ports are chosen in advance.
+        self.trainer = start_trainer(
+            port=self.trainer_port,
+            data_dir=self.root / "trainer",
+            gateway_address=self.gateway_address,
         )
-        self.gateway = start_on(
-            self.gateway_port,
+        wait_until_serving(self.trainer, timeout=90)
+        self.gateway = start(
             "gateway",
             "gateway",
             "GATEWAY_",
-            {
+            port=self.gateway_port,
+            env={
                 "GATEWAY_ROUTES": f"skin=image@{self.toy.address};"
                 f"trainer=trainer@{self.trainer_address}",
                 "GATEWAY_STATE_DIR": str(self.root / "gateway"),
             },
         )
+        wait_until_serving(self.gateway, timeout=90)
 
     def stop(self) -> None:
         for process in (self.gateway, self.trainer):

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.support.processes import ROOT, Process, free_port, start, wait_until_serving
+from tests.support.processes import (
+    ROOT,
+    Process,
+    free_port,
+    start,
+    start_trainer,
+    wait_until_serving,
+)
 from tests.tfserving_fake.fixture_model import SHIPPED_MODEL_DIR
 
 INSTALL_SCRIPT = ROOT / "scripts" / "install_chromium.sh"
@@ -120,18 +127,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # The trainer publishes to the gateway and the gateway routes to the trainer: the
         # gateway's port is chosen first so that each can be told the other's address.
         gateway_port, trainer_port = free_port(), free_port()
-        trainer = start(
-            "trainer",
-            "trainer_service",
-            "TRAINER_",
-            env={
-                "TRAINER_PORT": str(trainer_port),
-                "TRAINER_DATA_DIR": str(tmp_path_factory.mktemp("trainer")),
-                "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
-                "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{trainer_port}",
-            },
+        trainer = start_trainer(
+            port=trainer_port,
+            data_dir=tmp_path_factory.mktemp("trainer"),
+            gateway_address=f"127.0.0.1:{gateway_port}",
         )
-        trainer.port = trainer_port
         started.append(trainer)
         wait_until_serving(skin, timeout=MODEL_START_TIMEOUT_S)
         wait_until_serving(mri, timeout=MODEL_START_TIMEOUT_S)
@@ -147,13 +147,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "gateway",
             "gateway",
             "GATEWAY_",
+            port=gateway_port,
             env={
-                "GATEWAY_PORT": str(gateway_port),
                 "GATEWAY_ROUTES": routes,
                 "GATEWAY_STATE_DIR": str(tmp_path_factory.mktemp("gateway")),
             },
         )
-        gateway.port = gateway_port
         started.append(gateway)
         wait_until_serving(gateway)
         web_dir = tmp_path_factory.mktemp("web")

@@ -63,15 +63,26 @@ class Process:
             self.popen.wait()
 
 
-def start(name: str, module: str, prefix: str, *, env: Mapping[str, str] | None = None) -> Process:
-    """Starts `python -m module` with `{prefix}PORT` set to a free port."""
-    port = free_port()
+def start(
+    name: str,
+    module: str,
+    prefix: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+) -> Process:
+    """Starts `python -m module` with `{prefix}PORT` set to `port`, or to a free port.
+
+    A port chosen in advance is for components that must be told each other's address
+    before either starts (the trainer and the gateway).
+    """
+    port = free_port() if port is None else port
     child_env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": str(ROOT),
-        f"{prefix}PORT": str(port),
         **(env or {}),
+        f"{prefix}PORT": str(port),
     }
     descriptor, log_name = tempfile.mkstemp(prefix=f"medimg-{name}-", suffix=".log")
     with open(descriptor, "wb") as log_file:
@@ -83,6 +94,21 @@ def start(name: str, module: str, prefix: str, *, env: Mapping[str, str] | None 
             stderr=subprocess.STDOUT,
         )
     return Process(name, port, popen, Path(log_name), child_env)
+
+
+def start_trainer(*, port: int, data_dir: Path, gateway_address: str) -> Process:
+    """Starts trainer_service on `port`, publishing to the gateway at `gateway_address`."""
+    return start(
+        "trainer",
+        "trainer_service",
+        "TRAINER_",
+        port=port,
+        env={
+            "TRAINER_DATA_DIR": str(data_dir),
+            "TRAINER_GATEWAY_ADDR": gateway_address,
+            "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{port}",
+        },
+    )
 
 
 def wait_until_serving(process: Process, timeout: float = 30.0) -> None:

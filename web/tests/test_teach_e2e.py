@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from tests.support.processes import Process, free_port, start, wait_until_serving
+from tests.support.processes import Process, free_port, start, start_trainer, wait_until_serving
 from trainer_service.demo_images import demo_images
 from web.accounts.models import User
 from web.config.asgi import application
@@ -38,18 +38,9 @@ def start_trainer_stack(tmp: Any) -> tuple[Process, Process]:
             "GATEWAY_STATE_DIR": str(tmp.mktemp("gateway")),
         },
     )
-    trainer = start(
-        "trainer",
-        "trainer_service",
-        "TRAINER_",
-        env={
-            "TRAINER_PORT": str(trainer_port),
-            "TRAINER_DATA_DIR": str(tmp.mktemp("trainer")),
-            "TRAINER_GATEWAY_ADDR": gateway.address,
-            "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{trainer_port}",
-        },
+    trainer = start_trainer(
+        port=trainer_port, data_dir=tmp.mktemp("trainer"), gateway_address=gateway.address
     )
-    trainer.port = trainer_port
     try:
         wait_until_serving(gateway)
         wait_until_serving(trainer, timeout=90)
