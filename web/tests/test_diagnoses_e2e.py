@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import re
 import tempfile
@@ -39,11 +38,7 @@ def lesion_jpeg(label: str, seed: int) -> bytes:
 
 def start_gateway(skin: Process, state_dir: str, port: int | None = None) -> Process:
     env = {"GATEWAY_ROUTES": f"skin=image@{skin.address}", "GATEWAY_STATE_DIR": state_dir}
-    if port is not None:
-        env["GATEWAY_PORT"] = str(port)
-    gateway = start("gateway", "gateway", "GATEWAY_", env=env)
-    if port is not None:  # start() picked a port of its own; the env above overrode it
-        gateway = dataclasses.replace(gateway, port=port)
+    gateway = start("gateway", "gateway", "GATEWAY_", env=env, port=port)
     wait_until_serving(gateway)
     return gateway
 
