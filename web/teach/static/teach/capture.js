@@ -21,13 +21,15 @@
     this.state = card.querySelector("[data-upload-state]");
     this.thumbs = card.querySelector("[data-thumbs]");
     this.pending = [];
+    this.grabbing = 0;  // frames being encoded: they still count as on their way
     this.sending = false;
     this.timer = null;
   }
 
   // Tells tests and styles whether examples of this label are still on their way.
   Label.prototype.mark = function () {
-    this.card.dataset.busy = (this.sending || this.pending.length || this.timer !== null) ? "true" : "false";
+    var busy = this.sending || this.pending.length || this.grabbing || this.timer !== null;
+    this.card.dataset.busy = busy ? "true" : "false";
   };
 
   Label.prototype.add = function (blob) {
@@ -103,7 +105,15 @@
       event.preventDefault();
       if (label.timer !== null || hold.disabled) { return; }
       hold.classList.add("capturing");
-      var take = function () { cam.grab(video, canvas, 0.85, function (blob) { if (blob) { label.add(blob); } }); };
+      var take = function () {
+        label.grabbing += 1;
+        cam.grab(video, canvas, 0.85, function (blob) {
+          label.grabbing -= 1;
+          if (blob) { label.add(blob); }
+          // A frame encoded after the button was released missed stop()'s flush: send it now.
+          if (label.timer === null) { label.flush(); }
+        });
+      };
       take();
       label.timer = setInterval(take, CAPTURE_INTERVAL_MS);
       flushTimer = setInterval(function () { label.flush(); }, FLUSH_INTERVAL_MS);
