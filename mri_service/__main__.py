@@ -28,6 +28,7 @@ def main() -> int:
             read_card(settings.model_dir),
             spool_dir=settings.spool_dir,
             limits=settings.limits,
+            rules=settings.rules,
             batch_slices=settings.batch_slices,
             max_concurrent=settings.max_concurrent_series,
             max_queued=settings.max_queued_series,

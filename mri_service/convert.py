@@ -7,11 +7,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from medimg.v1 import model_info_pb2, series_analysis_service_pb2
 
 from mri_service.fusion import SliceResult
+from mri_service.ingest.study import Study
 from mri_service.model_card import ModelCard
 from servicekit.backend import ModelInfo
 from servicekit.errors import InvalidArgument, UnknownDisease
 
 DISEASE = "mri"
+MAX_PREVIEW_PX = 1024
 
 
 def check_disease(disease: str) -> None:
@@ -34,6 +36,8 @@ def to_upload_metadata(
     check_disease(first.metadata.disease)
     if first.metadata.total_size_bytes < 0:
         raise InvalidArgument("total_size_bytes must not be negative")
+    if not 0 <= first.metadata.preview_size_px <= MAX_PREVIEW_PX:
+        raise InvalidArgument(f"preview_size_px must be between 0 and {MAX_PREVIEW_PX}")
     return first.metadata
 
 
@@ -51,15 +55,72 @@ async def to_chunks(
         yield request.chunk_data
 
 
+def to_study_summary(study: Study) -> series_analysis_service_pb2.StudySummary:
+    """Returns what the upload held and which of its series the models read."""
+    pb = series_analysis_service_pb2
+    return pb.StudySummary(
+        study_instance_uid=study.study_uid,
+        phases=[
+            pb.SelectedPhase(
+                phase=phase.name,
+                series_instance_uid=phase.series_uid,
+                series_description=phase.description,
+                series_number=phase.number,
+                temporal_position=phase.temporal_position,
+                image_count=len(phase.slices),
+            )
+            for phase in study.phases
+        ],
+        unused_series=[
+            pb.UnusedSeries(
+                series_instance_uid=u.series_uid,
+                series_description=u.description,
+                series_number=u.number,
+                modality=u.modality,
+                image_count=u.image_count,
+                reason=u.reason,
+            )
+            for u in study.unused
+        ],
+        skipped_files=[pb.SkippedFile(path=s.path, reason=s.reason) for s in study.skipped],
+        slice_count=study.slice_count,
+        ordered_by=study.ordered_by,
+        selected_by=study.selected_by,
+    )
+
+
+def _slice_images(study: Study, index: int) -> list[series_analysis_service_pb2.SliceImage]:
+    return [
+        series_analysis_service_pb2.SliceImage(
+            phase=phase.name,
+            sop_instance_uid=phase.slices[index].sop_instance_uid,
+            instance_number=phase.slices[index].instance_number,
+            position_mm=phase.position_mm(index),
+        )
+        for phase in study.phases
+    ]
+
+
+def to_inspect_response(
+    study: Study, previews: Sequence[bytes]
+) -> series_analysis_service_pb2.InspectSeriesResponse:
+    """Returns the InspectSeries answer: the study's summary and its previews."""
+    return series_analysis_service_pb2.InspectSeriesResponse(
+        study=to_study_summary(study), preview_png=list(previews)
+    )
+
+
 def to_response(
     results: Sequence[SliceResult],
     card: ModelCard,
+    study: Study,
+    previews: Sequence[bytes],
     *,
     upload_ms: float,
     prepare_ms: float,
     model_ms: float,
 ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
-    """Returns the AnalyzeSeries answer for the analysed slices of one series."""
+    """Returns the AnalyzeSeries answer for the analysed slices of one study."""
     pb = series_analysis_service_pb2
     return pb.AnalyzeSeriesResponse(
         disease=DISEASE,
@@ -71,9 +132,12 @@ def to_response(
                 model_scores=[
                     pb.ModelSliceScore(model_name=name, probability=p) for name, p in r.scores
                 ],
+                images=_slice_images(study, r.index),
             )
             for r in results
         ],
+        study=to_study_summary(study),
+        preview_png=list(previews),
         slice_count=len(results),
         model_name=card.name,
         model_version=str(card.version),

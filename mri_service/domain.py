@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,3 +115,11 @@ def position_along_normal(
     column = np.asarray(image_orientation[3:6], dtype=np.float64)
     normal = np.cross(row, column)
     return float(np.dot(normal, np.asarray(image_position, dtype=np.float64)))
+
+
+def plane_png(plane: np.ndarray) -> bytes:
+    """Returns a preprocessed plane (float32 in [0, 255]) as a greyscale PNG, for previews."""
+    pixels = np.clip(np.rint(plane), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()

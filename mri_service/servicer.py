@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -17,8 +18,14 @@ from prometheus_client import Gauge
 
 from mri_service import convert, domain, fusion
 from mri_service.errors import ModelMismatch
-from mri_service.ingest import load_series, spooled_upload
-from mri_service.ingest.limits import IngestLimits
+from mri_service.ingest import (
+    IngestLimits,
+    LoadedStudy,
+    SelectionRules,
+    inspect_study,
+    load_study,
+    spooled_upload,
+)
 from mri_service.model_card import ModelCard
 from servicekit.backend import Backend
 from servicekit.errors import ModelNotReady, QueueFull
@@ -51,6 +58,7 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         *,
         spool_dir: Path,
         limits: IngestLimits,
+        rules: SelectionRules | None = None,
         batch_slices: int,
         max_concurrent: int = 2,
         max_queued: int = 8,
@@ -62,6 +70,7 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         self._card = card
         self._spool_dir = spool_dir
         self._limits = limits
+        self._rules = rules or SelectionRules()
         self._batch_slices = batch_slices
         self._max_calls = max_concurrent + max_queued
         self._calls = 0
@@ -108,21 +117,71 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
         context: Any,
     ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
-        """Returns the slices that show a tumour, for a series zip streamed in as chunks."""
+        """Returns the slices that show a tumour, for a study zip streamed in as chunks."""
+        async with self._call_slot():
+            started = time.perf_counter()
+            loaded, upload_ms, prepare_ms = await self._receive(request_iterator, analyse=True)
+            prepared = time.perf_counter()
+            probabilities = await self._predict(domain.model_inputs(loaded.planes))
+            model_ms = (time.perf_counter() - prepared) * 1000
+        results = fusion.analyse(probabilities, self._card.threshold)
+        logger.info(
+            "analysed %d slices, %d positive (upload %.0f ms, prepare %.0f ms, model %.0f ms, "
+            "total %.0f ms)",
+            len(results),
+            sum(r.positive for r in results),
+            upload_ms,
+            prepare_ms,
+            model_ms,
+            (time.perf_counter() - started) * 1000,
+        )
+        previews = [domain.plane_png(p) for p in loaded.previews]
+        return convert.to_response(
+            results,
+            self._card,
+            loaded.study,
+            previews,
+            upload_ms=upload_ms,
+            prepare_ms=prepare_ms,
+            model_ms=model_ms,
+        )
+
+    async def InspectSeries(
+        self,
+        request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
+        context: Any,
+    ) -> series_analysis_service_pb2.InspectSeriesResponse:
+        """Returns the series a study's analysis would read, and previews, without the models."""
+        async with self._call_slot():
+            loaded, _, _ = await self._receive(request_iterator, analyse=False)
+        return convert.to_inspect_response(
+            loaded.study, [domain.plane_png(p) for p in loaded.previews]
+        )
+
+    @contextlib.asynccontextmanager
+    async def _call_slot(self) -> AsyncIterator[None]:
+        """Counts the call against the queue limit, refusing it at once when full."""
         self._check_ready()
         if self._calls >= self._max_calls:
             raise QueueFull("too many series are being analysed; retry shortly")
         self._calls += 1
         SERIES_IN_PROGRESS.inc()
         try:
-            return await self._analyse(request_iterator)
+            yield
         finally:
             self._calls -= 1
             SERIES_IN_PROGRESS.dec()
 
-    async def _analyse(
-        self, requests: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest]
-    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+    async def _receive(
+        self,
+        requests: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
+        *,
+        analyse: bool,
+    ) -> tuple[LoadedStudy, float, float]:
+        """Spools the upload and reads the study (every phase's planes when `analyse`).
+
+        Returns it with the upload's and the preparation's milliseconds.
+        """
         try:
             first = await anext(requests)
         except StopAsyncIteration:
@@ -138,27 +197,22 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
             uploaded = time.perf_counter()
             async with self._slots:
                 prepare_started = time.perf_counter()
-                loop = asyncio.get_running_loop()
-                planes = await loop.run_in_executor(self._preparer, self._prepare, zip_path)
-        prepared = time.perf_counter()
-        probabilities = await self._predict(domain.model_inputs(planes))
-        finished = time.perf_counter()
-        results = fusion.analyse(probabilities, self._card.threshold)
-        timings = {
-            "upload_ms": (uploaded - started) * 1000,
-            "prepare_ms": (prepared - prepare_started) * 1000,
-            "model_ms": (finished - prepared) * 1000,
-        }
-        logger.info(
-            "analysed %d slices, %d positive (upload %.0f ms, prepare %.0f ms, model %.0f ms)",
-            len(results),
-            sum(r.positive for r in results),
-            *timings.values(),
-        )
-        return convert.to_response(results, self._card, **timings)
+                loaded = await asyncio.get_running_loop().run_in_executor(
+                    self._preparer,
+                    self._prepare,
+                    zip_path,
+                    metadata.preview_size_px or None,
+                    analyse,
+                )
+        upload_ms = (uploaded - started) * 1000
+        return loaded, upload_ms, (time.perf_counter() - prepare_started) * 1000
 
-    def _prepare(self, zip_path: Path) -> dict[str, np.ndarray]:
-        return load_series(zip_path, self._card.input_size, self._limits)
+    def _prepare(self, zip_path: Path, preview_size: int | None, analyse: bool) -> LoadedStudy:
+        if not analyse:
+            return inspect_study(zip_path, self._limits, self._rules, preview_size=preview_size)
+        return load_study(
+            zip_path, self._card.input_size, self._limits, self._rules, preview_size=preview_size
+        )
 
     async def _predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         loop = asyncio.get_running_loop()

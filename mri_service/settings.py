@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mri_service.ingest.limits import GIB, MIB, IngestLimits
+from mri_service.ingest.selection import DEFAULT_DYNAMIC, DEFAULT_EXCLUDED, SelectionRules
 from servicekit.settings import (
     ServerSettings,
     SettingsError,
@@ -48,6 +49,7 @@ class Settings:
     max_queued_series: int  # series waiting beyond those; more are refused
     spool_dir: Path  # where uploads are spooled while they are analysed
     limits: IngestLimits
+    rules: SelectionRules  # how the DCE series of a study are recognised
     torchserve: TorchServeSettings | None  # set only when backend is "torchserve"
 
     @classmethod
@@ -69,6 +71,7 @@ class Settings:
             max_queued_series=env_int(env, f"{PREFIX}MAX_QUEUED_SERIES", 8, minimum=0),
             spool_dir=_spool_dir(env),
             limits=_limits(env),
+            rules=_rules(env),
             torchserve=torchserve if backend == "torchserve" else None,
         )
 
@@ -116,6 +119,17 @@ def _limits(env: Mapping[str, str]) -> IngestLimits:
     if limits.min_slices > limits.max_slices:
         raise SettingsError(f"{p}MIN_SLICES must not exceed {p}MAX_SLICES")
     return limits
+
+
+def _rules(env: Mapping[str, str]) -> SelectionRules:
+    dynamic = env_str(env, f"{PREFIX}DCE_SERIES_PATTERN", DEFAULT_DYNAMIC)
+    excluded = env_str(env, f"{PREFIX}EXCLUDED_SERIES_PATTERN", DEFAULT_EXCLUDED)
+    try:
+        return SelectionRules(dynamic=dynamic, excluded=excluded)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{PREFIX}DCE_SERIES_PATTERN / EXCLUDED_SERIES_PATTERN: {exc}"
+        ) from None
 
 
 def _torchserve(env: Mapping[str, str], *, required: bool) -> TorchServeSettings:

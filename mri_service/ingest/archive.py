@@ -128,19 +128,27 @@ def _size(count: int | float) -> str:
     return f"{count / MIB:.1f} MB"
 
 
-def _read_bounded(name: str, stream: IO[bytes], bound: int, budget: _Budget) -> bytes | None:
-    """Returns the stream's bytes, or None once more than bound bytes came out of it."""
+def _read_bounded(
+    name: str, stream: IO[bytes], bound: int, budget: _Budget, prefix: int | None = None
+) -> bytes | None:
+    """Returns the stream's bytes, or None once more than bound bytes came out of it.
+
+    With `prefix`, stops once that many bytes are read and returns them: a header read
+    that leaves the pixel data unread.
+    """
     chunks: list[bytes] = []
     count = 0
-    while True:
-        chunk = stream.read(min(_CHUNK, bound + 1 - count))
+    want = bound + 1 if prefix is None else min(prefix, bound + 1)
+    while count < want:
+        chunk = stream.read(min(_CHUNK, want - count))
         if not chunk:
-            return b"".join(chunks)
+            break
         count += len(chunk)
         budget.add(name, len(chunk))
         if count > bound:
             return None
         chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ZipSource:
@@ -205,14 +213,17 @@ class ZipSource:
                     "SERIES_TOO_LARGE",
                 )
 
-    def read(self, name: str) -> bytes:
-        """Returns one entry's bytes, refusing it as soon as any cap is passed."""
+    def read(self, name: str, prefix: int | None = None) -> bytes:
+        """Returns one entry's bytes (its first `prefix` bytes only, when given).
+
+        Refuses the entry as soon as any cap is passed.
+        """
         info = self._infos[name]
         ratio_bound = int(self._limits.max_compression_ratio * max(info.compress_size, 1))
         bound = min(self._limits.max_entry_bytes, ratio_bound)
         try:
             with self._zip.open(info) as stream:
-                data = _read_bounded(name, stream, bound, self._budget)
+                data = _read_bounded(name, stream, bound, self._budget, prefix)
         except _DAMAGED:
             raise _refuse(
                 f"entry {show(name)} is damaged or truncated; create the zip again",
@@ -353,14 +364,19 @@ class FolderSource:
     def check_declared(self, entries: list[Entry]) -> None:
         """Does nothing: a folder declares no sizes; reads are bounded all the same."""
 
-    def read(self, name: str) -> bytes:
-        """Returns one file's bytes, refusing it as soon as a cap is passed."""
+    def read(self, name: str, prefix: int | None = None) -> bytes:
+        """Returns one file's bytes (its first `prefix` bytes only, when given).
+
+        Refuses the file as soon as a cap is passed.
+        """
         path = self._root / name
         try:
             if not stat.S_ISREG(path.stat().st_mode):
                 raise _refuse(f"{show(name)} is not a regular file", "SERIES_UNSAFE_ENTRY")
             with path.open("rb") as stream:
-                data = _read_bounded(name, stream, self._limits.max_entry_bytes, self._budget)
+                data = _read_bounded(
+                    name, stream, self._limits.max_entry_bytes, self._budget, prefix
+                )
         except OSError:
             raise _refuse(f"{show(name)} cannot be read", "SERIES_DAMAGED") from None
         if data is None:

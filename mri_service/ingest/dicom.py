@@ -1,7 +1,11 @@
-"""Reads one DICOM slice from its bytes: a checked header and, in the same parse, its pixels.
+"""Reads DICOM files: a header-only survey of any file, and a checked decode of a chosen slice.
 
-Only the tags the service needs are parsed (pydicom's `specific_tags`), so patient
-names, ids and dates are skipped unread and can reach no message or log. Files are
+`survey_file` reads a file's first bytes only (the header, before the pixel data) and
+says what it is: an image with its identity, geometry and timing, or a file to skip (a
+DICOMDIR, a file that is not DICOM). `read_slice` parses a chosen slice whole, checks it
+and decodes its pixels into model-sized planes. Only the tags the service needs are
+parsed (pydicom's `specific_tags`), so patient names and birth dates are skipped unread
+and PatientID becomes a one-way key at once: none can reach a message or log. Files are
 never read with `force=True`: without the "DICM" marker a file is refused, as pydicom
 would otherwise "parse" any bytes into an empty dataset. The deflated transfer syntax
 is refused because pydicom inflates its whole dataset in one unbounded call, which a
@@ -10,9 +14,10 @@ small file could turn into gigabytes.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +31,7 @@ from mri_service import domain
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.limits import IngestLimits
+from mri_service.ingest.study import MEDIA_STORAGE_DIRECTORY, InstanceHeader, SkippedFile
 
 _PIXEL_TAGS = [
     "SamplesPerPixel",
@@ -46,7 +52,23 @@ _PIXEL_TAGS = [
 ]
 HEADER_TAGS = [*_PIXEL_TAGS, "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber"]
 DECODE_TAGS = _PIXEL_TAGS
+# What the survey reads of every file: identity, geometry and timing. PatientID only to
+# tell patients apart (hashed at once); no name, no birth date.
+SURVEY_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
+    "SeriesNumber", "SeriesDescription", "PatientID", "FrameOfReferenceUID", "ImageType",
+    "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageOrientationPatient",
+    "ImagePositionPatient", "InstanceNumber", "AcquisitionNumber",
+    "TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime",
+    "SeriesTime",
+]  # fmt: skip
 _TRANSFER_SYNTAX_TAG = 0x00020010
+_MEDIA_CLASS_TAG = 0x00020002
+# The first read of a file for its header; most MR headers (private tags included) fit.
+_HEAD_BYTES = 16 * 1024
+_PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
+# Names that promise a DICOM file: one of these without the DICM marker is refused, not skipped.
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 _DICM_AT = 128
 # Syntaxes newer than the installed pydicom, named so a refusal says what they are.
 _SYNTAX_NAMES = {
@@ -87,23 +109,159 @@ def read_header(name: str, data: bytes, limits: IngestLimits) -> SliceHeader:
     return _checked_header(name, data, limits)[0]
 
 
-def read_slice(
-    name: str, data: bytes, limits: IngestLimits, input_size: int
-) -> tuple[SliceHeader, np.ndarray]:
-    """Returns one slice's checked header and its model-sized plane, parsing the file once.
+@dataclass(frozen=True)
+class DecodedSlice:
+    """One decoded slice: its planes at each asked size, and a digest of its stored pixels."""
 
-    The plane is `domain.preprocess_slice` of the rescaled pixels. Refuses, naming the
+    planes: tuple[np.ndarray, ...]  # `domain.preprocess_slice` at each size asked, in order
+    digest: bytes  # of the stored pixel values, to find phases that are the same images
+
+
+def read_slice(
+    name: str, data: bytes, limits: IngestLimits, sizes: Sequence[int]
+) -> tuple[SliceHeader, DecodedSlice]:
+    """Returns one slice's checked header and its planes, parsing the file once.
+
+    Each plane is `domain.preprocess_slice` of the slice's values (rescale slope and
+    intercept applied, MONOCHROME1 inverted) at one of `sizes`. Refuses, naming the
     entry, what `read_header` refuses and pixel data that does not really decode.
     """
     header, ds = _checked_header(name, data, limits)
-    pixels = _pixels(name, ds)
+    pixels, digest = _pixels(name, ds)
     if pixels.shape != (header.rows, header.columns):
         raise _refuse(
             f"the pixel data of entry {show(name)} is {pixels.shape[0]}x{pixels.shape[1]} "
             f"but its header declared {header.rows}x{header.columns}; export the series again",
             "SERIES_UNDECODABLE",
         )
-    return header, domain.preprocess_slice(pixels, input_size)
+    planes = tuple(domain.preprocess_slice(pixels, size) for size in sizes)
+    return header, DecodedSlice(planes, digest)
+
+
+def survey_file(
+    name: str, read: Callable[[int], bytes], limits: IngestLimits
+) -> InstanceHeader | SkippedFile:
+    """Returns what one file of an upload is, from its header alone (no pixel data read).
+
+    `read(n)` returns the file's first n bytes (fewer when the file is shorter). A file
+    without the DICM marker is skipped, unless its name promises DICOM (`.dcm`); so is a
+    DICOMDIR. A DICOM file that does not parse is refused: it may belong to the study.
+
+    Raises:
+        SeriesRejected: the message names the entry.
+    """
+    if name.rsplit("/", 1)[-1].upper() == "DICOMDIR":
+        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
+    size = _HEAD_BYTES
+    data = read(size)
+    if data[_DICM_AT : _DICM_AT + 4] != b"DICM":
+        if name.lower().endswith(_DICOM_SUFFIXES):
+            raise _refuse(
+                f"entry {show(name)} is not a DICOM file (it lacks the DICM marker), though its "
+                "name says it is; export the study again",
+                "SERIES_NOT_DICOM",
+            )
+        return SkippedFile(name, "not a DICOM file")
+    media_class = _file_meta(name, data)[1]
+    if media_class == MEDIA_STORAGE_DIRECTORY:
+        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
+    while True:
+        complete = len(data) < size or size > limits.max_entry_bytes
+        ds = _parse_head(name, data, complete)
+        if ds is not None:
+            return _instance_header(name, ds)
+        size *= 4
+        data = read(size)
+
+
+def _parse_head(name: str, data: bytes, complete: bool) -> Dataset | None:
+    """Returns the header parsed up to the pixel data, or None when more bytes are needed."""
+    buffer = io.BytesIO(data)
+    try:
+        ds = pydicom.dcmread(buffer, stop_before_pixels=True, specific_tags=list(SURVEY_TAGS))
+    except MemoryError:
+        raise
+    except Exception:
+        if not complete:
+            return None
+        raise _refuse(
+            f"entry {show(name)} is not a readable DICOM file; export the study again",
+            "SERIES_NOT_DICOM",
+        ) from None
+    at = buffer.tell()
+    if complete or data[at : at + 4] in _PIXEL_DATA_TAG_BYTES:
+        return ds
+    return None
+
+
+def _instance_header(name: str, ds: Dataset) -> InstanceHeader:
+    patient = _string(name, ds, "PatientID")
+    orientation = _floats(name, ds, "ImageOrientationPatient", 6)
+    if orientation is not None and np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
+        raise _unreadable(name, "ImageOrientationPatient")
+    return InstanceHeader(
+        entry=name,
+        sop_class_uid=_string(name, ds, "SOPClassUID"),
+        sop_instance_uid=_string(name, ds, "SOPInstanceUID"),
+        modality=_string(name, ds, "Modality").upper(),
+        study_uid=_string(name, ds, "StudyInstanceUID"),
+        series_uid=_string(name, ds, "SeriesInstanceUID"),
+        series_number=_integer(name, ds, "SeriesNumber"),
+        series_description=_string(name, ds, "SeriesDescription"),
+        patient_key=hashlib.sha256(patient.encode()).hexdigest()[:16] if patient else "",
+        frame_of_reference_uid=_string(name, ds, "FrameOfReferenceUID"),
+        image_type=tuple(v.upper() for v in _strings(name, ds, "ImageType")),
+        rows=_integer(name, ds, "Rows"),
+        columns=_integer(name, ds, "Columns"),
+        frames=_integer(name, ds, "NumberOfFrames") or 1,
+        pixel_spacing=_floats(name, ds, "PixelSpacing", 2),
+        orientation=orientation,
+        position=_floats(name, ds, "ImagePositionPatient", 3),
+        instance_number=_instance_number(name, ds),
+        acquisition_number=_integer(name, ds, "AcquisitionNumber"),
+        temporal_position=_integer(name, ds, "TemporalPositionIdentifier"),
+        trigger_time_ms=_number(name, ds, "TriggerTime"),
+        acquisition_time_s=_time(name, ds, "AcquisitionTime"),
+        content_time_s=_time(name, ds, "ContentTime"),
+        series_time_s=_time(name, ds, "SeriesTime"),
+    )
+
+
+def _string(name: str, ds: Dataset, keyword: str) -> str:
+    value = _get(name, ds, keyword)
+    if value is None:
+        return ""
+    if isinstance(value, Iterable) and not isinstance(value, str):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _strings(name: str, ds: Dataset, keyword: str) -> tuple[str, ...]:
+    value = _get(name, ds, keyword)
+    if value is None:
+        return ()
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    return tuple(str(v).strip() for v in values)
+
+
+def _number(name: str, ds: Dataset, keyword: str) -> float | None:
+    numbers = _floats(name, ds, keyword, 1)
+    return numbers[0] if numbers else None
+
+
+def _time(name: str, ds: Dataset, keyword: str) -> float | None:
+    """Returns a TM value as seconds since midnight; None when absent or unreadable.
+
+    Times only order phases; a malformed one is treated as absent rather than refusing
+    a file whose images are fine.
+    """
+    text = _string(name, ds, keyword).replace(":", "")
+    digits, _, fraction = text.partition(".")
+    if not digits.isdigit() or len(digits) % 2 or not 2 <= len(digits) <= 6:
+        return None
+    hours, minutes, seconds = (int(digits[i : i + 2] or 0) for i in (0, 2, 4))
+    whole = hours * 3600 + minutes * 60 + seconds
+    return whole + float(f"0.{fraction}") if fraction.isdigit() else float(whole)
 
 
 def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[SliceHeader, Dataset]:
@@ -136,14 +294,20 @@ def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[Slice
 
 
 def decode_slice(name: str, data: bytes) -> np.ndarray:
-    """Returns one slice's pixels as float32 (rows, columns), rescale slope and intercept applied.
+    """Returns one slice's values as float32 (rows, columns): rescaled, MONOCHROME1 inverted.
 
     Refuses a file whose pixel data does not really decode (truncated, damaged, wrong length).
     """
-    return _pixels(name, _parse(name, data, DECODE_TAGS))
+    return _pixels(name, _parse(name, data, DECODE_TAGS))[0]
 
 
-def _pixels(name: str, ds: Dataset) -> np.ndarray:
+def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, bytes]:
+    """Returns the slice's values and a digest of its stored pixels.
+
+    pydicom masks bits above BitsStored and sign-extends signed data. MONOCHROME1 shows
+    low values bright: its values are negated, which after the per-slice min-max scaling
+    of `domain.normalise_slice` is exactly the inversion to MONOCHROME2.
+    """
     try:
         stored = ds.pixel_array
     except MemoryError:
@@ -157,44 +321,60 @@ def _pixels(name: str, ds: Dataset) -> np.ndarray:
         ) from None
     if stored.ndim != 2:
         raise _one_frame(name)
+    digest = hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=16).digest()
     slope, intercept = _rescale(name, ds)
     pixels = stored.astype(np.float32)
     if slope != 1.0:
         pixels *= np.float32(slope)
     if intercept != 0.0:
         pixels += np.float32(intercept)
-    return pixels
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        np.negative(pixels, out=pixels)
+    return pixels, digest
 
 
-def _transfer_syntax(name: str, data: bytes) -> UID:
-    """Returns the file's transfer syntax, refused unless a decoder for it is installed."""
+def _file_meta(name: str, data: bytes) -> tuple[UID, str]:
+    """Returns the file's transfer syntax and media storage class, from its group 2 alone.
+
+    Refuses a file naming no transfer syntax, and the deflated syntax (see the module's doc).
+    """
     stream = io.BytesIO(data)
     stream.seek(_DICM_AT + 4)
-    value: object = None
+    values: dict[int, object] = {}
     try:
         for element in data_element_generator(
             stream, False, True, stop_when=lambda tag, vr, length: tag.group != 2
         ):
-            if element.tag == _TRANSFER_SYNTAX_TAG:
-                value = element.value
+            values[element.tag] = element.value
     except MemoryError:
         raise
     except Exception:
-        value = None
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    uid = UID(value.strip("\x00 ")) if isinstance(value, str) else None
-    if not uid:
+        values = {}
+    syntax, media_class = (_text(values.get(t)) for t in (_TRANSFER_SYNTAX_TAG, _MEDIA_CLASS_TAG))
+    if not syntax:
         raise _refuse(
             f"entry {show(name)} is not a valid DICOM file: its header names no transfer syntax",
             "SERIES_NOT_DICOM",
         )
+    uid = UID(syntax)
     if uid == DeflatedExplicitVRLittleEndian:
         raise _refuse(
             f"entry {show(name)} uses the transfer syntax {syntax_name(uid)}, which is not "
             f"accepted; send {_ACCEPTED_SYNTAXES} DICOM",
             "SERIES_TRANSFER_SYNTAX",
         )
+    return uid, media_class
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return value.strip("\x00 ") if isinstance(value, str) else ""
+
+
+def _transfer_syntax(name: str, data: bytes) -> UID:
+    """Returns the file's transfer syntax, refused unless a decoder for it is installed."""
+    uid = _file_meta(name, data)[0]
     try:
         available = get_decoder(uid).is_available
     except NotImplementedError:

@@ -13,7 +13,7 @@ import pytest
 
 from mri_service.domain import PHASES
 from mri_service.errors import SeriesRejected
-from mri_service.ingest import IngestLimits, load_series
+from mri_service.ingest import IngestLimits, load_series, open_study
 from mri_service.tests.hostile_zips import (
     corrupt_entry_data,
     gzip_bytes,
@@ -84,6 +84,11 @@ def _renamed(valid: Path, target: Path) -> Path:
     entries = read_entries(valid)
     entries["case/2nd_pass/IM0099.dcm"] = entries.pop("case/2nd_pass/IM0003.dcm")
     return write_zip(target, entries.items())
+
+
+def _second_set(valid: Path, target: Path) -> Path:
+    entries = read_entries(valid)
+    return write_zip(target, [*entries.items(), ("other/pre/IM0001.dcm", entries[FIRST])])
 
 
 def _copy_then(patch: Callable[[Path], Path]) -> Build:
@@ -180,36 +185,30 @@ HOSTILE: dict[str, Hostile] = {
         _copy_then(lambda z: corrupt_entry_data(z, SECOND)), f"'{SECOND}'", "SERIES_DAMAGED"
     ),
     "not-a-zip": Hostile(_not_a_zip, "not a readable zip", "SERIES_DAMAGED"),
-    "unexpected-file": Hostile(_adding("case/README.txt"), "'case/README.txt'", "SERIES_LAYOUT"),
-    "file-outside-the-wrap": Hostile(_adding("notes.txt"), "'notes.txt'", "SERIES_LAYOUT"),
-    "second-wrap-folder": Hostile(
-        _adding("other/pre/IM0001.dcm"), "'other/pre/IM0001.dcm'", "SERIES_LAYOUT"
+    "second-set-of-phase-folders": Hostile(
+        _second_set, "phase folders in more than one place ('case/' and 'other/')", "SERIES_LAYOUT"
     ),
-    "too-deep": Hostile(
-        _adding("case/pre/sub/IM0001.dcm"), "'case/pre/sub/IM0001.dcm'", "SERIES_LAYOUT"
+    "named-dicom-but-is-not": Hostile(
+        _adding("case/pre/sub/IM0001.dcm"), "'case/pre/sub/IM0001.dcm'", "SERIES_NOT_DICOM"
     ),
-    "unexpected-folder": Hostile(_adding("case/extra/", b""), "'case/extra/'", "SERIES_LAYOUT"),
-    "only-clutter": Hostile(_only_clutter, "holds no DICOM files", "SERIES_LAYOUT"),
+    "only-clutter": Hostile(_only_clutter, "holds no DICOM images", "SERIES_LAYOUT"),
     "missing-phase": Hostile(
         _removing(lambda name: "/3rd_pass/" in name), "'case/3rd_pass/'", "SERIES_MISSING_PHASE"
     ),
-    "mismatched-names": Hostile(
-        _renamed, "'case/2nd_pass/IM0003.dcm' is missing", "SERIES_MISMATCHED_PHASES"
-    ),
     "mismatched-counts": Hostile(
         _removing(lambda name: name == "case/1st_pass/IM0004.dcm"),
-        "'case/1st_pass/' holds 3 files",
+        "the 1st_pass phase (series 2 'phantom fat-sat T1 1st_pass') holds 3 slices",
         "SERIES_MISMATCHED_PHASES",
     ),
     "too-few-slices": Hostile(
         _copy_then(lambda z: z),
-        "'case/pre/' holds 4 slices",
+        "the pre phase (series 1 'phantom fat-sat T1 pre') holds 4 slices",
         "SERIES_SLICE_COUNT",
         IngestLimits(min_slices=5),
     ),
     "too-many-slices": Hostile(
         _copy_then(lambda z: z),
-        "'case/pre/' holds 4 slices",
+        "the pre phase (series 1 'phantom fat-sat T1 pre') holds 4 slices",
         "SERIES_SLICE_COUNT",
         IngestLimits(max_slices=3),
     ),
@@ -254,6 +253,28 @@ async def test_it_ignores_macos_clutter_and_folder_entries(
     planes = await ingest_zip(clutter, spool, LIMITS)
     expected = await ingest_zip(valid_zip, spool, LIMITS)
 
+    for phase in PHASES:
+        np.testing.assert_array_equal(planes[phase], expected[phase])
+
+
+async def test_it_skips_files_and_folders_that_are_not_dicom_and_pairs_slices_by_position(
+    valid_zip: Path, spool: Path, tmp_path: Path
+) -> None:
+    renamed = _renamed(valid_zip, tmp_path / "renamed.zip")
+    extra = rewrite(
+        renamed,
+        tmp_path / "extra.zip",
+        add=[("case/README.txt", b"notes"), ("notes.txt", b"more"), ("case/extra/", b"")],
+    )
+
+    study = open_study(extra, LIMITS)
+    planes = await ingest_zip(extra, spool, LIMITS)
+    expected = await ingest_zip(valid_zip, spool, LIMITS)
+
+    assert [(s.path, s.reason) for s in study.skipped] == [
+        ("case/README.txt", "not a DICOM file"),
+        ("notes.txt", "not a DICOM file"),
+    ]
     for phase in PHASES:
         np.testing.assert_array_equal(planes[phase], expected[phase])
 

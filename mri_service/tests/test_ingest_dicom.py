@@ -15,7 +15,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import HTJ2KLossless, RLELossless
+from pydicom.uid import HTJ2KLossless, RLELossless, generate_uid
 
 from mri_service.domain import PHASES
 from mri_service.errors import SeriesRejected
@@ -140,10 +140,10 @@ MALFORMED: dict[str, Malformed] = {
     "no-image-size": Malformed(_delete("Rows"), "declares no image size", "SERIES_BAD_HEADER"),
     "colour": Malformed(_set(SamplesPerPixel=3), "colour", "SERIES_BAD_HEADER"),
     "multi-frame": Malformed(_set(NumberOfFrames=2), "several frames", "SERIES_BAD_HEADER"),
-    "htj2k-without-decoder": Malformed(
-        _syntax(HTJ2KLossless),
-        "High-Throughput JPEG 2000 Image Compression (Lossless Only) (1.2.840.10008.1.2.4.201), "
-        "which has no decoder installed",
+    "jpeg-2000-part-2-without-decoder": Malformed(
+        _syntax("1.2.840.10008.1.2.4.92"),
+        "JPEG 2000 Part 2 Multi-component Image Compression (Lossless Only) "
+        "(1.2.840.10008.1.2.4.92), which has no decoder installed",
         "SERIES_TRANSFER_SYNTAX",
         rle=True,  # compressed syntaxes need encapsulated pixel data
     ),
@@ -231,17 +231,28 @@ async def test_it_never_puts_patient_data_in_messages_or_logs(
 
 
 def _bundled_series(zip_path: Path, file_name: str) -> Path:
-    """Writes a series whose every slice is one of pydicom's bundled 64x64 MR files."""
+    """Writes a study whose pre-contrast slices are one of pydicom's bundled 64x64 MR files.
+
+    The passes are the uncompressed MR_small.dcm with its pixels rolled by phase (the
+    phases must not be the same images), the same in every study this writes.
+    """
     path = get_testdata_file(file_name)
-    assert path is not None, f"{file_name} is not bundled with pydicom"
-    data = Path(path).read_bytes()
+    plain = get_testdata_file("MR_small.dcm")
+    assert path is not None and plain is not None, f"{file_name} is not bundled with pydicom"
     entries = []
-    for phase in PHASES:
+    for number, phase in enumerate(PHASES, start=1):
+        data = Path(path if phase == PHASES[0] else plain).read_bytes()
+        series_uid = generate_uid(entropy_srcs=[phase])
         for index in range(3):
 
-            def place(ds: Dataset, index: int = index) -> None:
+            def place(ds: Dataset, index: int = index, number: int = number) -> None:
                 ds.ImagePositionPatient = [0.0, 0.0, float(index)]
                 ds.InstanceNumber = index + 1
+                ds.SeriesInstanceUID = series_uid
+                ds.SeriesNumber = number
+                ds.SOPInstanceUID = generate_uid(entropy_srcs=[phase, str(index)])
+                if number > 1:
+                    ds.PixelData = np.roll(ds.pixel_array, number * 7 + index).tobytes()
 
             entries.append((f"{phase}/IM{index}.dcm", mutate_dicom(data, place)))
     return write_zip(zip_path, entries)

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from mri_service import domain
 from mri_service.domain import PHASES
 from mri_service.errors import SeriesRejected
-from mri_service.ingest import IngestLimits, load_series, open_series
+from mri_service.ingest import IngestLimits, load_series, open_study
 from mri_service.ingest.dicom import decode_slice
 from mri_service.phantom import PhantomSeries, PhantomSpec, generate_series, write_series_zip
 from mri_service.tests.hostile_zips import ingest_zip, mutate_dicom, read_entries, write_zip
@@ -83,10 +83,10 @@ def _mutate_all(
 async def test_it_orders_shuffled_file_names_by_position(
     series: PhantomSeries, shuffled_zip: Path, spool: Path
 ) -> None:
-    index = open_series(shuffled_zip, LIMITS)
+    index = open_study(shuffled_zip, LIMITS)
     planes = await ingest_zip(shuffled_zip, spool, LIMITS, input_size=SIZE)
 
-    pre = index.phase("pre").entries
+    pre = [h.entry for h in index.phase("pre").slices]
     assert list(pre) != sorted(pre)  # the names alone would give another order
     assert index.ordered_by == "position"
     assert index.slice_count == SLICES
@@ -126,7 +126,7 @@ async def test_it_falls_back_to_instance_number_without_positions(
         lambda name, ds: delattr(ds, "ImagePositionPatient"),
     )
 
-    index = open_series(unplaced, LIMITS)
+    index = open_study(unplaced, LIMITS)
     planes = await ingest_zip(unplaced, spool, LIMITS, input_size=SIZE)
 
     assert index.ordered_by == "instance_number"
@@ -151,27 +151,26 @@ async def test_it_refuses_slices_with_neither_position_nor_instance_number(
     assert list(spool.iterdir()) == []
 
 
-async def test_it_refuses_phases_whose_namesakes_show_different_slices(
+async def test_it_refuses_a_phase_whose_slices_lie_elsewhere_than_the_pre_phase(
     shuffled_zip: Path, spool: Path, tmp_path: Path
 ) -> None:
-    entries = read_entries(shuffled_zip)
-    first, second = "case/2nd_pass/IM0002.dcm", "case/2nd_pass/IM0005.dcm"
-    positions = {
-        name: pydicom.dcmread(io.BytesIO(entries[name])).ImagePositionPatient
-        for name in (first, second)
-    }
+    def shift(name: str, ds: Dataset) -> None:
+        x, y, z = ds.ImagePositionPatient
+        ds.ImagePositionPatient = [x, y, float(z) + 3.0]
 
-    def swap(name: str, ds: Dataset) -> None:
-        ds.ImagePositionPatient = positions[second if name == first else first]
-
-    swapped = _mutate_all(shuffled_zip, tmp_path / "swapped.zip", swap, only=positions.__contains__)
+    shifted = _mutate_all(
+        shuffled_zip, tmp_path / "shifted.zip", shift, only=lambda n: "/2nd_pass/" in n
+    )
 
     with pytest.raises(SeriesRejected) as caught:
-        await ingest_zip(swapped, spool, LIMITS)
+        await ingest_zip(shifted, spool, LIMITS)
 
-    assert "'case/2nd_pass/" in caught.value.message
-    assert "same slice in every phase" in caught.value.message
-    assert caught.value.reason == "SERIES_ORDER"
+    assert caught.value.message.startswith(
+        "the 2nd_pass phase (series 3 'phantom fat-sat T1 2nd_pass') differs from the pre "
+        "phase (series 1 'phantom fat-sat T1 pre') in ImagePositionPatient: slice 0 lies 3.00 mm"
+    )
+    assert caught.value.reason == "SERIES_PHASE_GEOMETRY"
+    assert list(spool.iterdir()) == []
 
 
 async def test_it_refuses_a_phase_of_differently_oriented_slices(
@@ -242,15 +241,22 @@ def test_it_loads_a_folder_like_the_zip(
     planes = load_series(tmp_path / "case", SIZE)
 
     _assert_planes(planes, _expected(series))
-    with pytest.raises(SeriesRejected, match=re.escape("unexpected entry 'notes.txt'")):
-        (tmp_path / "case" / "notes.txt").write_text("hello")
-        load_series(tmp_path / "case", SIZE)
+    (tmp_path / "case" / "notes.txt").write_text("hello")
+    _assert_planes(load_series(tmp_path / "case", SIZE), _expected(series))
+    skipped = open_study(tmp_path / "case").skipped
+    assert [(s.path, s.reason) for s in skipped] == [
+        (".DS_Store", "operating-system clutter"),
+        ("notes.txt", "not a DICOM file"),
+    ]
 
 
-def test_the_index_lists_every_phase_in_the_same_anatomical_order(shuffled_zip: Path) -> None:
-    index = open_series(shuffled_zip, LIMITS)
+def test_the_study_lists_every_phase_in_the_same_anatomical_order(shuffled_zip: Path) -> None:
+    index = open_study(shuffled_zip, LIMITS)
 
-    assert [phase.phase for phase in index.phases] == list(PHASES)
-    names = {tuple(entry.rsplit("/", 1)[1] for entry in p.entries) for p in index.phases}
-    assert len(names) == 1
-    assert all((p.rows, p.columns) == (64, 64) for p in index.phases)
+    assert [phase.name for phase in index.phases] == list(PHASES)
+    positions = {tuple(h.position for h in p.slices) for p in index.phases}
+    assert len(positions) == 1
+    along = [index.phases[0].position_mm(i) for i in range(SLICES)]
+    assert along == sorted(along)
+    assert all((h.rows, h.columns) == (64, 64) for p in index.phases for h in p.slices)
+    assert index.selected_by == "folders"

@@ -27,19 +27,25 @@ class SeriesUploadMetadata(_message.Message):
 
     DISEASE_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    PREVIEW_SIZE_PX_FIELD_NUMBER: _builtins.int
     disease: _builtins.str
     """Disease name that routes the upload, such as "mri"."""
     total_size_bytes: _builtins.int
     """Total size of the zip in bytes, when known; used for early refusal and progress."""
+    preview_size_px: _builtins.int
+    """When positive, the answer carries a PNG preview of every pre-contrast slice, this many
+    pixels a side, in anatomical order; 0 asks for none.
+    """
     def __init__(
         self,
         *,
         disease: _builtins.str = ...,
         total_size_bytes: _builtins.int = ...,
+        preview_size_px: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disease", b"disease", "total_size_bytes", b"total_size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disease", b"disease", "preview_size_px", b"preview_size_px", "total_size_bytes", b"total_size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -54,7 +60,9 @@ class AnalyzeSeriesRequest(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CHUNK_DATA_FIELD_NUMBER: _builtins.int
     chunk_data: _builtins.bytes
-    """Next bytes of the zip holding pre/, 1st_pass/, 2nd_pass/ and 3rd_pass/."""
+    """Next bytes of the zip: one DICOM study in any folder layout (a PACS or CD export, a
+    TCIA download, or the folders pre/, 1st_pass/, 2nd_pass/ and 3rd_pass/).
+    """
     @_builtins.property
     def metadata(self) -> Global___SeriesUploadMetadata:
         """Metadata of the upload; only in the first message."""
@@ -110,6 +118,7 @@ class SliceFinding(_message.Message):
     SLICE_INDEX_FIELD_NUMBER: _builtins.int
     POSITIVE_FIELD_NUMBER: _builtins.int
     MODEL_SCORES_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
     slice_index: _builtins.int
     """Index of the slice in anatomical order, starting at 0."""
     positive: _builtins.bool
@@ -118,20 +127,245 @@ class SliceFinding(_message.Message):
     def model_scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelSliceScore]:
         """Probability of each model for this slice."""
 
+    @_builtins.property
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___SliceImage]:
+        """DICOM image of this slice in each phase, in phase order (pre, 1st_pass, 2nd_pass, 3rd_pass)."""
+
     def __init__(
         self,
         *,
         slice_index: _builtins.int = ...,
         positive: _builtins.bool = ...,
         model_scores: _abc.Iterable[Global___ModelSliceScore] | None = ...,
+        images: _abc.Iterable[Global___SliceImage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_scores", b"model_scores", "positive", b"positive", "slice_index", b"slice_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model_scores", b"model_scores", "positive", b"positive", "slice_index", b"slice_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SliceFinding: _TypeAlias = SliceFinding  # noqa: Y015
+
+@_typing.final
+class SliceImage(_message.Message):
+    """Identifies the DICOM image that shows one slice in one phase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    SOP_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    INSTANCE_NUMBER_FIELD_NUMBER: _builtins.int
+    POSITION_MM_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """Phase the image belongs to: "pre", "1st_pass", "2nd_pass" or "3rd_pass"."""
+    sop_instance_uid: _builtins.str
+    """SOPInstanceUID of the image, to find it in a PACS or viewer."""
+    instance_number: _builtins.int
+    """InstanceNumber of the image, when its header has one."""
+    position_mm: _builtins.float
+    """Position of the slice along the slice normal, in millimetres, when the header has
+    ImagePositionPatient and ImageOrientationPatient.
+    """
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        sop_instance_uid: _builtins.str = ...,
+        instance_number: _builtins.int | None = ...,
+        position_mm: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_instance_number", b"_instance_number", "_position_mm", b"_position_mm", "instance_number", b"instance_number", "position_mm", b"position_mm"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_instance_number", b"_instance_number", "_position_mm", b"_position_mm", "instance_number", b"instance_number", "phase", b"phase", "position_mm", b"position_mm", "sop_instance_uid", b"sop_instance_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__instance_number: _TypeAlias = _typing.Literal["instance_number"]  # noqa: Y015
+    _WhichOneofArgType__instance_number: _TypeAlias = _typing.Literal["_instance_number", b"_instance_number"]  # noqa: Y015
+    _WhichOneofReturnType__position_mm: _TypeAlias = _typing.Literal["position_mm"]  # noqa: Y015
+    _WhichOneofArgType__position_mm: _TypeAlias = _typing.Literal["_position_mm", b"_position_mm"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__instance_number) -> _WhichOneofReturnType__instance_number | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__position_mm) -> _WhichOneofReturnType__position_mm | None: ...
+
+Global___SliceImage: _TypeAlias = SliceImage  # noqa: Y015
+
+@_typing.final
+class SelectedPhase(_message.Message):
+    """Describes one acquisition phase the models read: a series, or one temporal position of a
+    multiphase series.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PHASE_FIELD_NUMBER: _builtins.int
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    SERIES_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SERIES_NUMBER_FIELD_NUMBER: _builtins.int
+    TEMPORAL_POSITION_FIELD_NUMBER: _builtins.int
+    IMAGE_COUNT_FIELD_NUMBER: _builtins.int
+    phase: _builtins.str
+    """Phase name: "pre", "1st_pass", "2nd_pass" or "3rd_pass"."""
+    series_instance_uid: _builtins.str
+    """SeriesInstanceUID of the series holding the phase."""
+    series_description: _builtins.str
+    """SeriesDescription of that series, as the scanner wrote it."""
+    series_number: _builtins.int
+    """SeriesNumber of that series, when its headers have one."""
+    temporal_position: _builtins.int
+    """Temporal position of the phase inside a multiphase series, counting from 1; absent when
+    the phase is a series of its own.
+    """
+    image_count: _builtins.int
+    """Number of images (slices) of the phase."""
+    def __init__(
+        self,
+        *,
+        phase: _builtins.str = ...,
+        series_instance_uid: _builtins.str = ...,
+        series_description: _builtins.str = ...,
+        series_number: _builtins.int | None = ...,
+        temporal_position: _builtins.int | None = ...,
+        image_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_series_number", b"_series_number", "_temporal_position", b"_temporal_position", "series_number", b"series_number", "temporal_position", b"temporal_position"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_series_number", b"_series_number", "_temporal_position", b"_temporal_position", "image_count", b"image_count", "phase", b"phase", "series_description", b"series_description", "series_instance_uid", b"series_instance_uid", "series_number", b"series_number", "temporal_position", b"temporal_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__series_number: _TypeAlias = _typing.Literal["series_number"]  # noqa: Y015
+    _WhichOneofArgType__series_number: _TypeAlias = _typing.Literal["_series_number", b"_series_number"]  # noqa: Y015
+    _WhichOneofReturnType__temporal_position: _TypeAlias = _typing.Literal["temporal_position"]  # noqa: Y015
+    _WhichOneofArgType__temporal_position: _TypeAlias = _typing.Literal["_temporal_position", b"_temporal_position"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__series_number) -> _WhichOneofReturnType__series_number | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temporal_position) -> _WhichOneofReturnType__temporal_position | None: ...
+
+Global___SelectedPhase: _TypeAlias = SelectedPhase  # noqa: Y015
+
+@_typing.final
+class UnusedSeries(_message.Message):
+    """Describes a series of the study that the analysis does not use, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    SERIES_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SERIES_NUMBER_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    IMAGE_COUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    series_instance_uid: _builtins.str
+    """SeriesInstanceUID of the series."""
+    series_description: _builtins.str
+    """SeriesDescription of the series, as the scanner wrote it."""
+    series_number: _builtins.int
+    """SeriesNumber of the series, when its headers have one."""
+    modality: _builtins.str
+    """Modality of the series, such as "MR" or "SR"."""
+    image_count: _builtins.int
+    """Number of DICOM files of the series in the upload."""
+    reason: _builtins.str
+    """Why the series is not used, such as "a localiser" or "not a dynamic acquisition"."""
+    def __init__(
+        self,
+        *,
+        series_instance_uid: _builtins.str = ...,
+        series_description: _builtins.str = ...,
+        series_number: _builtins.int | None = ...,
+        modality: _builtins.str = ...,
+        image_count: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_series_number", b"_series_number", "series_number", b"series_number"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_series_number", b"_series_number", "image_count", b"image_count", "modality", b"modality", "reason", b"reason", "series_description", b"series_description", "series_instance_uid", b"series_instance_uid", "series_number", b"series_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__series_number: _TypeAlias = _typing.Literal["series_number"]  # noqa: Y015
+    _WhichOneofArgType__series_number: _TypeAlias = _typing.Literal["_series_number", b"_series_number"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__series_number) -> _WhichOneofReturnType__series_number | None: ...
+
+Global___UnusedSeries: _TypeAlias = UnusedSeries  # noqa: Y015
+
+@_typing.final
+class SkippedFile(_message.Message):
+    """Describes a file of the upload that was not read as part of the study, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path of the file inside the zip."""
+    reason: _builtins.str
+    """Why it was skipped, such as "a DICOMDIR" or "not a DICOM file"."""
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["path", b"path", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SkippedFile: _TypeAlias = SkippedFile  # noqa: Y015
+
+@_typing.final
+class StudySummary(_message.Message):
+    """Describes what an upload holds and which of its series the models read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _builtins.int
+    PHASES_FIELD_NUMBER: _builtins.int
+    UNUSED_SERIES_FIELD_NUMBER: _builtins.int
+    SKIPPED_FILES_FIELD_NUMBER: _builtins.int
+    SLICE_COUNT_FIELD_NUMBER: _builtins.int
+    ORDERED_BY_FIELD_NUMBER: _builtins.int
+    SELECTED_BY_FIELD_NUMBER: _builtins.int
+    study_instance_uid: _builtins.str
+    """StudyInstanceUID of the one study in the upload."""
+    slice_count: _builtins.int
+    """Number of slices of each phase."""
+    ordered_by: _builtins.str
+    """How slices were ordered: "position" (along the slice normal) or "instance_number"."""
+    selected_by: _builtins.str
+    """How the phases were found: "folders" (pre/, 1st_pass/, ...), "series" (one series per
+    phase, by description and time) or "multiphase" (the temporal positions of one series).
+    """
+    @_builtins.property
+    def phases(self) -> _containers.RepeatedCompositeFieldContainer[Global___SelectedPhase]:
+        """Phases the models read, in phase order."""
+
+    @_builtins.property
+    def unused_series(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnusedSeries]:
+        """Series of the study that are not used, in SeriesNumber order."""
+
+    @_builtins.property
+    def skipped_files(self) -> _containers.RepeatedCompositeFieldContainer[Global___SkippedFile]:
+        """Files that were skipped, in the upload's order."""
+
+    def __init__(
+        self,
+        *,
+        study_instance_uid: _builtins.str = ...,
+        phases: _abc.Iterable[Global___SelectedPhase] | None = ...,
+        unused_series: _abc.Iterable[Global___UnusedSeries] | None = ...,
+        skipped_files: _abc.Iterable[Global___SkippedFile] | None = ...,
+        slice_count: _builtins.int = ...,
+        ordered_by: _builtins.str = ...,
+        selected_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ordered_by", b"ordered_by", "phases", b"phases", "selected_by", b"selected_by", "skipped_files", b"skipped_files", "slice_count", b"slice_count", "study_instance_uid", b"study_instance_uid", "unused_series", b"unused_series"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StudySummary: _TypeAlias = StudySummary  # noqa: Y015
 
 @_typing.final
 class AnalyzeSeriesResponse(_message.Message):
@@ -147,6 +381,8 @@ class AnalyzeSeriesResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     DEMO_MODEL_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
+    STUDY_FIELD_NUMBER: _builtins.int
+    PREVIEW_PNG_FIELD_NUMBER: _builtins.int
     disease: _builtins.str
     """Disease name that produced the analysis."""
     slice_count: _builtins.int
@@ -169,6 +405,14 @@ class AnalyzeSeriesResponse(_message.Message):
     def timings(self) -> Global___SeriesTimings:
         """Time the service spent on each stage of this analysis."""
 
+    @_builtins.property
+    def study(self) -> Global___StudySummary:
+        """The study and the series the models read."""
+
+    @_builtins.property
+    def preview_png(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """PNG previews of the pre-contrast slices in anatomical order, when preview_size_px asked."""
+
     def __init__(
         self,
         *,
@@ -180,14 +424,46 @@ class AnalyzeSeriesResponse(_message.Message):
         model_version: _builtins.str = ...,
         demo_model: _builtins.bool = ...,
         timings: Global___SeriesTimings | None = ...,
+        study: Global___StudySummary | None = ...,
+        preview_png: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "slice_count", b"slice_count", "slices", b"slices", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "preview_png", b"preview_png", "slice_count", b"slice_count", "slices", b"slices", "study", b"study", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnalyzeSeriesResponse: _TypeAlias = AnalyzeSeriesResponse  # noqa: Y015
+
+@_typing.final
+class InspectSeriesResponse(_message.Message):
+    """Carries what InspectSeries found in an upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STUDY_FIELD_NUMBER: _builtins.int
+    PREVIEW_PNG_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def study(self) -> Global___StudySummary:
+        """The study and the series an analysis would read."""
+
+    @_builtins.property
+    def preview_png(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """PNG previews of the pre-contrast slices in anatomical order, when preview_size_px asked."""
+
+    def __init__(
+        self,
+        *,
+        study: Global___StudySummary | None = ...,
+        preview_png: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["preview_png", b"preview_png", "study", b"study"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InspectSeriesResponse: _TypeAlias = InspectSeriesResponse  # noqa: Y015
 
 @_typing.final
 class SeriesTimings(_message.Message):

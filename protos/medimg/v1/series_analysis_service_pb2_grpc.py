@@ -40,6 +40,11 @@ class SeriesAnalysisServiceStub:
                 request_serializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.SerializeToString,
                 response_deserializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesResponse.FromString,
                 _registered_method=True)
+        self.InspectSeries = channel.stream_unary(
+                '/medimg.v1.SeriesAnalysisService/InspectSeries',
+                request_serializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.SerializeToString,
+                response_deserializer=medimg_dot_v1_dot_series__analysis__service__pb2.InspectSeriesResponse.FromString,
+                _registered_method=True)
         self.GetSeriesModelInfo = channel.unary_unary(
                 '/medimg.v1.SeriesAnalysisService/GetSeriesModelInfo',
                 request_serializer=medimg_dot_v1_dot_series__analysis__service__pb2.GetSeriesModelInfoRequest.SerializeToString,
@@ -53,6 +58,14 @@ class SeriesAnalysisServiceServicer:
 
     def AnalyzeSeries(self, request_iterator, context):
         """Returns the slices that show a finding, for a series streamed in as chunks of a zip.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectSeries(self, request_iterator, context):
+        """Returns which series of a study would be analysed, and optionally slice previews, without
+        running the models: the same upload stream and the same refusals as AnalyzeSeries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +85,11 @@ def add_SeriesAnalysisServiceServicer_to_server(servicer, server):
                     servicer.AnalyzeSeries,
                     request_deserializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.FromString,
                     response_serializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesResponse.SerializeToString,
+            ),
+            'InspectSeries': grpc.stream_unary_rpc_method_handler(
+                    servicer.InspectSeries,
+                    request_deserializer=medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.FromString,
+                    response_serializer=medimg_dot_v1_dot_series__analysis__service__pb2.InspectSeriesResponse.SerializeToString,
             ),
             'GetSeriesModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSeriesModelInfo,
@@ -107,6 +125,33 @@ class SeriesAnalysisService:
             '/medimg.v1.SeriesAnalysisService/AnalyzeSeries',
             medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.SerializeToString,
             medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectSeries(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/medimg.v1.SeriesAnalysisService/InspectSeries',
+            medimg_dot_v1_dot_series__analysis__service__pb2.AnalyzeSeriesRequest.SerializeToString,
+            medimg_dot_v1_dot_series__analysis__service__pb2.InspectSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

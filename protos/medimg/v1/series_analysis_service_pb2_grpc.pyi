@@ -35,6 +35,10 @@ class SeriesAnalysisServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SeriesAnalysisServiceAsyncStub: ...
     AnalyzeSeries: _grpc.StreamUnaryMultiCallable[_series_analysis_service_pb2.AnalyzeSeriesRequest, _series_analysis_service_pb2.AnalyzeSeriesResponse]
     """Returns the slices that show a finding, for a series streamed in as chunks of a zip."""
+    InspectSeries: _grpc.StreamUnaryMultiCallable[_series_analysis_service_pb2.AnalyzeSeriesRequest, _series_analysis_service_pb2.InspectSeriesResponse]
+    """Returns which series of a study would be analysed, and optionally slice previews, without
+    running the models: the same upload stream and the same refusals as AnalyzeSeries.
+    """
     GetSeriesModelInfo: _grpc.UnaryUnaryMultiCallable[_series_analysis_service_pb2.GetSeriesModelInfoRequest, _series_analysis_service_pb2.GetSeriesModelInfoResponse]
     """Returns the description of the models that analyse a disease's series."""
 
@@ -45,6 +49,10 @@ class SeriesAnalysisServiceAsyncStub(SeriesAnalysisServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     AnalyzeSeries: _aio.StreamUnaryMultiCallable[_series_analysis_service_pb2.AnalyzeSeriesRequest, _series_analysis_service_pb2.AnalyzeSeriesResponse]  # type: ignore[assignment]
     """Returns the slices that show a finding, for a series streamed in as chunks of a zip."""
+    InspectSeries: _aio.StreamUnaryMultiCallable[_series_analysis_service_pb2.AnalyzeSeriesRequest, _series_analysis_service_pb2.InspectSeriesResponse]  # type: ignore[assignment]
+    """Returns which series of a study would be analysed, and optionally slice previews, without
+    running the models: the same upload stream and the same refusals as AnalyzeSeries.
+    """
     GetSeriesModelInfo: _aio.UnaryUnaryMultiCallable[_series_analysis_service_pb2.GetSeriesModelInfoRequest, _series_analysis_service_pb2.GetSeriesModelInfoResponse]  # type: ignore[assignment]
     """Returns the description of the models that analyse a disease's series."""
 
@@ -58,6 +66,16 @@ class SeriesAnalysisServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_series_analysis_service_pb2.AnalyzeSeriesResponse, _abc.Awaitable[_series_analysis_service_pb2.AnalyzeSeriesResponse]]:
         """Returns the slices that show a finding, for a series streamed in as chunks of a zip."""
+
+    @_abc_1.abstractmethod
+    def InspectSeries(
+        self,
+        request_iterator: _MaybeAsyncIterator[_series_analysis_service_pb2.AnalyzeSeriesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_series_analysis_service_pb2.InspectSeriesResponse, _abc.Awaitable[_series_analysis_service_pb2.InspectSeriesResponse]]:
+        """Returns which series of a study would be analysed, and optionally slice previews, without
+        running the models: the same upload stream and the same refusals as AnalyzeSeries.
+        """
 
     @_abc_1.abstractmethod
     def GetSeriesModelInfo(
