@@ -58,10 +58,10 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         *,
         spool_dir: Path,
         limits: IngestLimits,
-        rules: SelectionRules | None = None,
         batch_slices: int,
         max_concurrent: int = 2,
         max_queued: int = 8,
+        rules: SelectionRules | None = None,
     ) -> None:
         missing = set(domain.MODEL_NAMES) - set(backends)
         if missing:

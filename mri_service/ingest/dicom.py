@@ -1,11 +1,9 @@
-"""Reads DICOM files: a header-only survey of any file, and a checked decode of a chosen slice.
+"""Reads one chosen DICOM slice: a checked header and, in the same parse, its pixels.
 
-`survey_file` reads a file's first bytes only (the header, before the pixel data) and
-says what it is: an image with its identity, geometry and timing, or a file to skip (a
-DICOMDIR, a file that is not DICOM). `read_slice` parses a chosen slice whole, checks it
-and decodes its pixels into model-sized planes. Only the tags the service needs are
-parsed (pydicom's `specific_tags`), so patient names and birth dates are skipped unread
-and PatientID becomes a one-way key at once: none can reach a message or log. Files are
+`read_slice` parses a slice whole, checks it and decodes its pixels into model-sized
+planes; the tag helpers here are shared with the header-only survey (`survey`). Only
+the tags the service needs are parsed (pydicom's `specific_tags`), so patient names,
+ids and dates are skipped unread and can reach no message or log. Files are
 never read with `force=True`: without the "DICM" marker a file is refused, as pydicom
 would otherwise "parse" any bytes into an empty dataset. The deflated transfer syntax
 is refused because pydicom inflates its whole dataset in one unbounded call, which a
@@ -17,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +29,6 @@ from mri_service import domain
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.limits import IngestLimits
-from mri_service.ingest.study import MEDIA_STORAGE_DIRECTORY, InstanceHeader, SkippedFile
 
 _PIXEL_TAGS = [
     "SamplesPerPixel",
@@ -52,24 +49,9 @@ _PIXEL_TAGS = [
 ]
 HEADER_TAGS = [*_PIXEL_TAGS, "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber"]
 DECODE_TAGS = _PIXEL_TAGS
-# What the survey reads of every file: identity, geometry and timing. PatientID only to
-# tell patients apart (hashed at once); no name, no birth date.
-SURVEY_TAGS = [
-    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
-    "SeriesNumber", "SeriesDescription", "PatientID", "FrameOfReferenceUID", "ImageType",
-    "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageOrientationPatient",
-    "ImagePositionPatient", "InstanceNumber", "AcquisitionNumber",
-    "TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime",
-    "SeriesTime",
-]  # fmt: skip
 _TRANSFER_SYNTAX_TAG = 0x00020010
 _MEDIA_CLASS_TAG = 0x00020002
-# The first read of a file for its header; most MR headers (private tags included) fit.
-_HEAD_BYTES = 16 * 1024
-_PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
-# Names that promise a DICOM file: one of these without the DICM marker is refused, not skipped.
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
-_DICM_AT = 128
+DICM_AT = 128
 # Syntaxes newer than the installed pydicom, named so a refusal says what they are.
 _SYNTAX_NAMES = {
     "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
@@ -138,134 +120,8 @@ def read_slice(
     return header, DecodedSlice(planes, digest)
 
 
-def survey_file(
-    name: str, read: Callable[[int], bytes], limits: IngestLimits
-) -> InstanceHeader | SkippedFile:
-    """Returns what one file of an upload is, from its header alone (no pixel data read).
-
-    `read(n)` returns the file's first n bytes (fewer when the file is shorter). A file
-    without the DICM marker is skipped, unless its name promises DICOM (`.dcm`); so is a
-    DICOMDIR. A DICOM file that does not parse is refused: it may belong to the study.
-
-    Raises:
-        SeriesRejected: the message names the entry.
-    """
-    if name.rsplit("/", 1)[-1].upper() == "DICOMDIR":
-        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
-    size = _HEAD_BYTES
-    data = read(size)
-    if data[_DICM_AT : _DICM_AT + 4] != b"DICM":
-        if name.lower().endswith(_DICOM_SUFFIXES):
-            raise _refuse(
-                f"entry {show(name)} is not a DICOM file (it lacks the DICM marker), though its "
-                "name says it is; export the study again",
-                "SERIES_NOT_DICOM",
-            )
-        return SkippedFile(name, "not a DICOM file")
-    media_class = _file_meta(name, data)[1]
-    if media_class == MEDIA_STORAGE_DIRECTORY:
-        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
-    while True:
-        complete = len(data) < size or size > limits.max_entry_bytes
-        ds = _parse_head(name, data, complete)
-        if ds is not None:
-            return _instance_header(name, ds)
-        size *= 4
-        data = read(size)
-
-
-def _parse_head(name: str, data: bytes, complete: bool) -> Dataset | None:
-    """Returns the header parsed up to the pixel data, or None when more bytes are needed."""
-    buffer = io.BytesIO(data)
-    try:
-        ds = pydicom.dcmread(buffer, stop_before_pixels=True, specific_tags=list(SURVEY_TAGS))
-    except MemoryError:
-        raise
-    except Exception:
-        if not complete:
-            return None
-        raise _refuse(
-            f"entry {show(name)} is not a readable DICOM file; export the study again",
-            "SERIES_NOT_DICOM",
-        ) from None
-    at = buffer.tell()
-    if complete or data[at : at + 4] in _PIXEL_DATA_TAG_BYTES:
-        return ds
-    return None
-
-
-def _instance_header(name: str, ds: Dataset) -> InstanceHeader:
-    patient = _string(name, ds, "PatientID")
-    orientation = _floats(name, ds, "ImageOrientationPatient", 6)
-    if orientation is not None and np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
-        raise _unreadable(name, "ImageOrientationPatient")
-    return InstanceHeader(
-        entry=name,
-        sop_class_uid=_string(name, ds, "SOPClassUID"),
-        sop_instance_uid=_string(name, ds, "SOPInstanceUID"),
-        modality=_string(name, ds, "Modality").upper(),
-        study_uid=_string(name, ds, "StudyInstanceUID"),
-        series_uid=_string(name, ds, "SeriesInstanceUID"),
-        series_number=_integer(name, ds, "SeriesNumber"),
-        series_description=_string(name, ds, "SeriesDescription"),
-        patient_key=hashlib.sha256(patient.encode()).hexdigest()[:16] if patient else "",
-        frame_of_reference_uid=_string(name, ds, "FrameOfReferenceUID"),
-        image_type=tuple(v.upper() for v in _strings(name, ds, "ImageType")),
-        rows=_integer(name, ds, "Rows"),
-        columns=_integer(name, ds, "Columns"),
-        frames=_integer(name, ds, "NumberOfFrames") or 1,
-        pixel_spacing=_floats(name, ds, "PixelSpacing", 2),
-        orientation=orientation,
-        position=_floats(name, ds, "ImagePositionPatient", 3),
-        instance_number=_instance_number(name, ds),
-        acquisition_number=_integer(name, ds, "AcquisitionNumber"),
-        temporal_position=_integer(name, ds, "TemporalPositionIdentifier"),
-        trigger_time_ms=_number(name, ds, "TriggerTime"),
-        acquisition_time_s=_time(name, ds, "AcquisitionTime"),
-        content_time_s=_time(name, ds, "ContentTime"),
-        series_time_s=_time(name, ds, "SeriesTime"),
-    )
-
-
-def _string(name: str, ds: Dataset, keyword: str) -> str:
-    value = _get(name, ds, keyword)
-    if value is None:
-        return ""
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        value = "\\".join(str(v) for v in value)
-    return str(value).strip()
-
-
-def _strings(name: str, ds: Dataset, keyword: str) -> tuple[str, ...]:
-    value = _get(name, ds, keyword)
-    if value is None:
-        return ()
-    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
-    return tuple(str(v).strip() for v in values)
-
-
-def _number(name: str, ds: Dataset, keyword: str) -> float | None:
-    numbers = _floats(name, ds, keyword, 1)
-    return numbers[0] if numbers else None
-
-
-def _time(name: str, ds: Dataset, keyword: str) -> float | None:
-    """Returns a TM value as seconds since midnight; None when absent or unreadable.
-
-    Times only order phases; a malformed one is treated as absent rather than refusing
-    a file whose images are fine.
-    """
-    text = _string(name, ds, keyword).replace(":", "")
-    digits, _, fraction = text.partition(".")
-    if not digits.isdigit() or len(digits) % 2 or not 2 <= len(digits) <= 6:
-        return None
-    hours, minutes, seconds = (int(digits[i : i + 2] or 0) for i in (0, 2, 4))
-    whole = hours * 3600 + minutes * 60 + seconds
-    return whole + float(f"0.{fraction}") if fraction.isdigit() else float(whole)
-
-
 def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[SliceHeader, Dataset]:
-    if data[_DICM_AT : _DICM_AT + 4] != b"DICM":
+    if data[DICM_AT : DICM_AT + 4] != b"DICM":
         raise _refuse(
             f"entry {show(name)} is not a DICOM file (it lacks the DICM marker); the phase "
             "folders may hold only DICOM files",
@@ -283,14 +139,14 @@ def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[Slice
     if not syntax.is_compressed:
         _check_native_length(name, ds, rows, columns)
     _rescale(name, ds)
-    orientation = _floats(name, ds, "ImageOrientationPatient", 6)
-    position = _floats(name, ds, "ImagePositionPatient", 3)
+    orientation = float_tags(name, ds, "ImageOrientationPatient", 6)
+    position = float_tags(name, ds, "ImagePositionPatient", 3)
     if orientation is not None and np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
-        raise _unreadable(name, "ImageOrientationPatient")
+        raise unreadable(name, "ImageOrientationPatient")
     along = None
     if orientation is not None and position is not None:
         along = domain.position_along_normal(orientation, position)
-    return SliceHeader(rows, columns, along, orientation, _instance_number(name, ds)), ds
+    return SliceHeader(rows, columns, along, orientation, instance_number_tag(name, ds)), ds
 
 
 def decode_slice(name: str, data: bytes) -> np.ndarray:
@@ -333,13 +189,13 @@ def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, bytes]:
     return pixels, digest
 
 
-def _file_meta(name: str, data: bytes) -> tuple[UID, str]:
+def file_meta(name: str, data: bytes) -> tuple[UID, str]:
     """Returns the file's transfer syntax and media storage class, from its group 2 alone.
 
     Refuses a file naming no transfer syntax, and the deflated syntax (see the module's doc).
     """
     stream = io.BytesIO(data)
-    stream.seek(_DICM_AT + 4)
+    stream.seek(DICM_AT + 4)
     values: dict[int, object] = {}
     try:
         for element in data_element_generator(
@@ -374,7 +230,7 @@ def _text(value: object) -> str:
 
 def _transfer_syntax(name: str, data: bytes) -> UID:
     """Returns the file's transfer syntax, refused unless a decoder for it is installed."""
-    uid = _file_meta(name, data)[0]
+    uid = file_meta(name, data)[0]
     try:
         available = get_decoder(uid).is_available
     except NotImplementedError:
@@ -401,58 +257,58 @@ def _parse(name: str, data: bytes, tags: list[str]) -> Dataset:
         ) from None
 
 
-def _unreadable(name: str, keyword: str) -> SeriesRejected:
+def unreadable(name: str, keyword: str) -> SeriesRejected:
     return _refuse(
         f"entry {show(name)} has an unreadable {keyword}; export the series again",
         "SERIES_BAD_HEADER",
     )
 
 
-def _get(name: str, ds: Dataset, keyword: str) -> object:
+def tag_value(name: str, ds: Dataset, keyword: str) -> object:
     """Returns a tag's value, None when absent or empty; refuses a value that does not parse."""
     try:
         value = ds.get(keyword)
     except MemoryError:
         raise
     except Exception:
-        raise _unreadable(name, keyword) from None
+        raise unreadable(name, keyword) from None
     return None if value is None or value == "" else value
 
 
-def _integer(name: str, ds: Dataset, keyword: str) -> int | None:
-    value = _get(name, ds, keyword)
+def integer_tag(name: str, ds: Dataset, keyword: str) -> int | None:
+    value = tag_value(name, ds, keyword)
     if value is None:
         return None
     if not isinstance(value, int | float | str):
-        raise _unreadable(name, keyword)
+        raise unreadable(name, keyword)
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise _unreadable(name, keyword) from None
+        raise unreadable(name, keyword) from None
 
 
-def _floats(name: str, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
-    value = _get(name, ds, keyword)
+def float_tags(name: str, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    value = tag_value(name, ds, keyword)
     if value is None:
         return None
     values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
     if not all(isinstance(v, int | float | str) for v in values):
-        raise _unreadable(name, keyword)
+        raise unreadable(name, keyword)
     try:
         numbers = tuple(float(v) for v in values)  # type: ignore[arg-type]  # checked above
     except ValueError:
-        raise _unreadable(name, keyword) from None
+        raise unreadable(name, keyword) from None
     if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
-        raise _unreadable(name, keyword)
+        raise unreadable(name, keyword)
     return numbers
 
 
-def _instance_number(name: str, ds: Dataset) -> int | None:
-    return _integer(name, ds, "InstanceNumber")
+def instance_number_tag(name: str, ds: Dataset) -> int | None:
+    return integer_tag(name, ds, "InstanceNumber")
 
 
 def _image_size(name: str, ds: Dataset, limits: IngestLimits) -> tuple[int, int]:
-    rows, columns = _integer(name, ds, "Rows"), _integer(name, ds, "Columns")
+    rows, columns = integer_tag(name, ds, "Rows"), integer_tag(name, ds, "Columns")
     if rows is None or columns is None or rows < 1 or columns < 1:
         raise _refuse(
             f"entry {show(name)} declares no image size (Rows and Columns); "
@@ -465,12 +321,12 @@ def _image_size(name: str, ds: Dataset, limits: IngestLimits) -> tuple[int, int]
             f"{limits.max_image_side} pixels a side are accepted",
             "SERIES_IMAGE_TOO_LARGE",
         )
-    if (_integer(name, ds, "SamplesPerPixel") or 1) != 1:
+    if (integer_tag(name, ds, "SamplesPerPixel") or 1) != 1:
         raise _refuse(
             f"entry {show(name)} is a colour image; MRI slices must be greyscale",
             "SERIES_BAD_HEADER",
         )
-    if (_integer(name, ds, "NumberOfFrames") or 1) != 1:
+    if (integer_tag(name, ds, "NumberOfFrames") or 1) != 1:
         raise _one_frame(name)
     return rows, columns
 
@@ -484,9 +340,9 @@ def _one_frame(name: str) -> SeriesRejected:
 
 def _check_native_length(name: str, ds: Dataset, rows: int, columns: int) -> None:
     """Refuses uncompressed pixel data shorter than its header says; only a decode tells more."""
-    bits = _integer(name, ds, "BitsAllocated")
+    bits = integer_tag(name, ds, "BitsAllocated")
     if bits is None or bits < 1:
-        raise _unreadable(name, "BitsAllocated")
+        raise unreadable(name, "BitsAllocated")
     expected = (rows * columns * bits + 7) // 8
     if len(ds.PixelData) < expected:
         raise _refuse(
@@ -499,7 +355,7 @@ def _check_native_length(name: str, ds: Dataset, rows: int, columns: int) -> Non
 def _rescale(name: str, ds: Dataset) -> tuple[float, float]:
     """Returns (slope, intercept), 1 and 0 where absent; refuses values that are not finite."""
     slope, intercept = (
-        _floats(name, ds, "RescaleSlope", 1),
-        _floats(name, ds, "RescaleIntercept", 1),
+        float_tags(name, ds, "RescaleSlope", 1),
+        float_tags(name, ds, "RescaleIntercept", 1),
     )
     return (slope[0] if slope else 1.0), (intercept[0] if intercept else 0.0)

@@ -10,6 +10,7 @@ planes; files of unused series are never read past their header.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ import numpy as np
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import Source, open_source, show
-from mri_service.ingest.dicom import read_slice, survey_file
+from mri_service.ingest.dicom import read_slice
 from mri_service.ingest.geometry import order_phases, refuse_identical_pixels
 from mri_service.ingest.layout import folder_hint, is_ignored
 from mri_service.ingest.limits import IngestLimits
 from mri_service.ingest.selection import SelectionRules, describe, select_dce
 from mri_service.ingest.study import InstanceHeader, SkippedFile, Study
+from mri_service.ingest.survey import survey_file
 
 DEFAULT_LIMITS = IngestLimits()
 DEFAULT_RULES = SelectionRules()
@@ -160,7 +162,7 @@ def _survey(reader: Source, limits: IngestLimits) -> tuple[list[InstanceHeader],
     reader.check_declared(files)
     headers: list[InstanceHeader] = []
     for entry in files:
-        found = survey_file(entry.name, lambda n, e=entry.name: reader.read(e, n), limits)
+        found = survey_file(entry.name, functools.partial(reader.read, entry.name), limits)
         if isinstance(found, SkippedFile):
             skipped.append(found)
         elif not (found.study_uid and found.series_uid):

@@ -245,7 +245,13 @@ def _bundled_series(zip_path: Path, file_name: str) -> Path:
         series_uid = generate_uid(entropy_srcs=[phase])
         for index in range(3):
 
-            def place(ds: Dataset, index: int = index, number: int = number) -> None:
+            def place(
+                ds: Dataset,
+                index: int = index,
+                number: int = number,
+                phase: str = phase,
+                series_uid: str = series_uid,
+            ) -> None:
                 ds.ImagePositionPatient = [0.0, 0.0, float(index)]
                 ds.InstanceNumber = index + 1
                 ds.SeriesInstanceUID = series_uid

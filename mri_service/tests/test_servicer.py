@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
+import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
+import pydicom
 import pytest
 import torch
 from google.rpc import error_details_pb2
@@ -17,6 +21,7 @@ from grpc_status import rpc_status
 from medimg.v1 import model_info_pb2
 from medimg.v1 import series_analysis_service_pb2 as pb
 from medimg.v1 import series_analysis_service_pb2_grpc as pb_grpc
+from PIL import Image
 
 from gateway.upstream import FirstStatus
 from mri_service import domain, fusion
@@ -106,8 +111,9 @@ async def serving(
         model_card or card(),
         spool_dir=spool,
         limits=IngestLimits(),
-        batch_slices=options.pop("batch_slices", 4),
-        **options,
+        batch_slices=options.get("batch_slices", 4),
+        max_concurrent=options.get("max_concurrent", 2),
+        max_queued=options.get("max_queued", 8),
     )
     settings = ServerSettings.from_env("MRI_", default_port=0, env={})
     server = Server(settings, [binding(servicer)], lifecycle=servicer)
@@ -119,31 +125,54 @@ async def serving(
         await server.stop(0)
 
 
-def messages(data: bytes, disease: str = "mri") -> Iterator[pb.AnalyzeSeriesRequest]:
-    meta = pb.SeriesUploadMetadata(disease=disease, total_size_bytes=len(data))
+def messages(
+    data: bytes, disease: str = "mri", preview_size_px: int = 0
+) -> Iterator[pb.AnalyzeSeriesRequest]:
+    meta = pb.SeriesUploadMetadata(
+        disease=disease, total_size_bytes=len(data), preview_size_px=preview_size_px
+    )
     yield pb.AnalyzeSeriesRequest(metadata=meta)
     for start in range(0, len(data), CHUNK):
         yield pb.AnalyzeSeriesRequest(chunk_data=data[start : start + CHUNK])
 
 
 async def analyse(
-    stub: pb_grpc.SeriesAnalysisServiceAsyncStub, data: bytes, disease: str = "mri"
+    stub: pb_grpc.SeriesAnalysisServiceAsyncStub,
+    data: bytes,
+    disease: str = "mri",
+    *,
+    preview_size_px: int = 0,
 ) -> pb.AnalyzeSeriesResponse:
+    response: pb.AnalyzeSeriesResponse = await _upload(
+        stub.AnalyzeSeries, messages(data, disease, preview_size_px)
+    )
+    return response
+
+
+async def inspect(
+    stub: pb_grpc.SeriesAnalysisServiceAsyncStub, data: bytes, *, preview_size_px: int = 0
+) -> pb.InspectSeriesResponse:
+    response: pb.InspectSeriesResponse = await _upload(
+        stub.InspectSeries, messages(data, preview_size_px=preview_size_px)
+    )
+    return response
+
+
+async def _upload(method: Any, sent: Iterator[pb.AnalyzeSeriesRequest]) -> Any:
     async def requests() -> AsyncIterator[pb.AnalyzeSeriesRequest]:
-        for message in messages(data, disease):
+        for message in sent:
             yield message
 
     # A refusal that comes before the upload is read races with the client's writes;
     # grpc then reports INTERNAL in place of the server's status (grpc/grpc#36066).
     # FirstStatus, the gateway's workaround, keeps the status the server sent.
     first_status = FirstStatus()
-    call = stub.AnalyzeSeries(requests(), timeout=30)
+    call = method(requests(), timeout=30)
     call.add_done_callback(first_status)
     try:
-        response: pb.AnalyzeSeriesResponse = await call
+        return await call
     except grpc.aio.AioRpcError as error:
         raise first_status.server_error(error) from None
-    return response
 
 
 def reason_of(error: grpc.aio.AioRpcError) -> str:
@@ -192,6 +221,91 @@ async def test_it_fuses_both_models_over_every_slice_of_the_uploaded_zip(
     )
     assert response.demo_model
     assert response.timings.prepare_ms > 0 and response.timings.model_ms > 0
+    assert list(spool.iterdir()) == []
+
+
+def _headers(zip_path: Path) -> dict[str, pydicom.Dataset]:
+    """Returns entry name -> header of every DICOM file in the zip, read with pydicom alone."""
+    with zipfile.ZipFile(zip_path) as archive:
+        return {
+            name: pydicom.dcmread(io.BytesIO(archive.read(name)), stop_before_pixels=True)
+            for name in archive.namelist()
+            if name.endswith(".dcm")
+        }
+
+
+async def test_each_finding_names_its_dicom_images_and_the_answer_names_the_series(
+    series_zip: Path, spool: Path
+) -> None:
+    async with serving(doubles(), spool) as stub:
+        response = await analyse(stub, series_zip.read_bytes())
+
+    headers = list(_headers(series_zip).values())
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in headers}
+    for finding in response.slices:
+        assert [image.phase for image in finding.images] == list(domain.PHASES)
+        positions = set()
+        for image in finding.images:
+            ds = by_uid[image.sop_instance_uid]
+            assert image.instance_number == int(ds.InstanceNumber)
+            assert image.HasField("position_mm")
+            positions.add(round(image.position_mm, 3))
+            assert str(ds.SeriesDescription).endswith(image.phase)
+        assert len(positions) == 1  # the same anatomical slice in every phase
+    along = [f.images[0].position_mm for f in response.slices]
+    assert along == sorted(along)
+    study = response.study
+    assert study.study_instance_uid == str(headers[0].StudyInstanceUID)
+    assert [p.phase for p in study.phases] == list(domain.PHASES)
+    assert [p.series_number for p in study.phases] == [1, 2, 3, 4]
+    series_uids = {str(ds.SeriesDescription): str(ds.SeriesInstanceUID) for ds in headers}
+    for phase in study.phases:
+        assert series_uids[phase.series_description] == phase.series_instance_uid
+        assert phase.image_count == 10 and not phase.HasField("temporal_position")
+    assert (study.slice_count, study.ordered_by, study.selected_by) == (10, "position", "folders")
+    assert list(study.unused_series) == [] and list(study.skipped_files) == []
+    assert list(response.preview_png) == []
+
+
+async def test_previews_come_with_the_answer_when_asked(series_zip: Path, spool: Path) -> None:
+    async with serving(doubles(), spool) as stub:
+        response = await analyse(stub, series_zip.read_bytes(), preview_size_px=40)
+
+    assert len(response.preview_png) == 10
+    expected = load_series(series_zip, 40)["pre"]
+    for png, plane in zip(response.preview_png, expected, strict=True):
+        image = Image.open(io.BytesIO(png))
+        assert (image.format, image.mode, image.size) == ("PNG", "L", (40, 40))
+        np.testing.assert_allclose(np.asarray(image), np.rint(plane), atol=1)
+
+
+async def test_inspect_names_the_series_and_runs_no_model(series_zip: Path, spool: Path) -> None:
+    backends = doubles()
+    async with serving(backends, spool) as stub:
+        analysed = await analyse(stub, series_zip.read_bytes())
+        for backend in backends.values():
+            backend.batch_sizes.clear()
+        inspected = await inspect(stub, series_zip.read_bytes())
+        previewed = await inspect(stub, series_zip.read_bytes(), preview_size_px=24)
+
+    assert inspected.study == analysed.study
+    assert list(inspected.preview_png) == []
+    assert len(previewed.preview_png) == 10
+    assert Image.open(io.BytesIO(previewed.preview_png[0])).size == (24, 24)
+    assert all(backend.batch_sizes == [] for backend in backends.values())
+    assert list(spool.iterdir()) == []
+
+
+async def test_inspect_refuses_what_analysis_refuses(series_zip: Path, spool: Path) -> None:
+    async with serving(doubles(), spool) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await inspect(stub, b"PK\x03\x04 this is not a whole zip")
+        with pytest.raises(grpc.aio.AioRpcError) as too_large:
+            await inspect(stub, series_zip.read_bytes(), preview_size_px=5000)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(refused.value) == "SERIES_DAMAGED"
+    assert too_large.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "preview_size_px" in (too_large.value.details() or "")
     assert list(spool.iterdir()) == []
 
 

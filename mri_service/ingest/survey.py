@@ -1,0 +1,173 @@
+"""The survey of an upload's files: what each is, from its header alone, pixel data unread.
+
+`survey_file` reads a file's first bytes only (the header, before the pixel data, more
+only when a header is longer than the first read) and says what it is: an image with
+its identity, geometry and timing, or a file to skip (a DICOMDIR, a file that is not
+DICOM). PatientID becomes a one-way key at once; names and birth dates are never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from mri_service.errors import SeriesRejected
+from mri_service.ingest.archive import show
+from mri_service.ingest.dicom import (
+    DICM_AT,
+    file_meta,
+    float_tags,
+    instance_number_tag,
+    integer_tag,
+    tag_value,
+    unreadable,
+)
+from mri_service.ingest.limits import IngestLimits
+from mri_service.ingest.study import MEDIA_STORAGE_DIRECTORY, InstanceHeader, SkippedFile
+
+# What the survey reads of every file: identity, geometry and timing. PatientID only to
+# tell patients apart (hashed at once); no name, no birth date.
+SURVEY_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
+    "SeriesNumber", "SeriesDescription", "PatientID", "FrameOfReferenceUID", "ImageType",
+    "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageOrientationPatient",
+    "ImagePositionPatient", "InstanceNumber", "AcquisitionNumber",
+    "TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime",
+    "SeriesTime",
+]  # fmt: skip
+# The first read of a file for its header; most MR headers (private tags included) fit.
+_HEAD_BYTES = 16 * 1024
+_PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
+# Names that promise a DICOM file: one of these without the DICM marker is refused, not skipped.
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+
+
+def survey_file(
+    name: str, read: Callable[[int], bytes], limits: IngestLimits
+) -> InstanceHeader | SkippedFile:
+    """Returns what one file of an upload is, from its header alone (no pixel data read).
+
+    `read(n)` returns the file's first n bytes (fewer when the file is shorter). A file
+    without the DICM marker is skipped, unless its name promises DICOM (`.dcm`); so is a
+    DICOMDIR. A DICOM file that does not parse is refused: it may belong to the study.
+
+    Raises:
+        SeriesRejected: the message names the entry.
+    """
+    if name.rsplit("/", 1)[-1].upper() == "DICOMDIR":
+        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
+    size = _HEAD_BYTES
+    data = read(size)
+    if data[DICM_AT : DICM_AT + 4] != b"DICM":
+        if name.lower().endswith(_DICOM_SUFFIXES):
+            raise SeriesRejected(
+                f"entry {show(name)} is not a DICOM file (it lacks the DICM marker), though its "
+                "name says it is; export the study again",
+                reason="SERIES_NOT_DICOM",
+            )
+        return SkippedFile(name, "not a DICOM file")
+    media_class = file_meta(name, data)[1]
+    if media_class == MEDIA_STORAGE_DIRECTORY:
+        return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
+    while True:
+        complete = len(data) < size or size > limits.max_entry_bytes
+        ds = _parse_head(name, data, complete)
+        if ds is not None:
+            return _instance_header(name, ds)
+        size *= 4
+        data = read(size)
+
+
+def _parse_head(name: str, data: bytes, complete: bool) -> Dataset | None:
+    """Returns the header parsed up to the pixel data, or None when more bytes are needed."""
+    buffer = io.BytesIO(data)
+    try:
+        ds = pydicom.dcmread(buffer, stop_before_pixels=True, specific_tags=list(SURVEY_TAGS))
+    except MemoryError:
+        raise
+    except Exception:
+        if not complete:
+            return None
+        raise SeriesRejected(
+            f"entry {show(name)} is not a readable DICOM file; export the study again",
+            reason="SERIES_NOT_DICOM",
+        ) from None
+    at = buffer.tell()
+    if complete or data[at : at + 4] in _PIXEL_DATA_TAG_BYTES:
+        return ds
+    return None
+
+
+def _instance_header(name: str, ds: Dataset) -> InstanceHeader:
+    patient = _string(name, ds, "PatientID")
+    orientation = float_tags(name, ds, "ImageOrientationPatient", 6)
+    if orientation is not None and np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
+        raise unreadable(name, "ImageOrientationPatient")
+    return InstanceHeader(
+        entry=name,
+        sop_class_uid=_string(name, ds, "SOPClassUID"),
+        sop_instance_uid=_string(name, ds, "SOPInstanceUID"),
+        modality=_string(name, ds, "Modality").upper(),
+        study_uid=_string(name, ds, "StudyInstanceUID"),
+        series_uid=_string(name, ds, "SeriesInstanceUID"),
+        series_number=integer_tag(name, ds, "SeriesNumber"),
+        series_description=_string(name, ds, "SeriesDescription"),
+        patient_key=hashlib.sha256(patient.encode()).hexdigest()[:16] if patient else "",
+        frame_of_reference_uid=_string(name, ds, "FrameOfReferenceUID"),
+        image_type=tuple(v.upper() for v in _strings(name, ds, "ImageType")),
+        rows=integer_tag(name, ds, "Rows"),
+        columns=integer_tag(name, ds, "Columns"),
+        frames=integer_tag(name, ds, "NumberOfFrames") or 1,
+        pixel_spacing=float_tags(name, ds, "PixelSpacing", 2),
+        orientation=orientation,
+        position=float_tags(name, ds, "ImagePositionPatient", 3),
+        instance_number=instance_number_tag(name, ds),
+        acquisition_number=integer_tag(name, ds, "AcquisitionNumber"),
+        temporal_position=integer_tag(name, ds, "TemporalPositionIdentifier"),
+        trigger_time_ms=_number(name, ds, "TriggerTime"),
+        acquisition_time_s=_time(name, ds, "AcquisitionTime"),
+        content_time_s=_time(name, ds, "ContentTime"),
+        series_time_s=_time(name, ds, "SeriesTime"),
+    )
+
+
+def _string(name: str, ds: Dataset, keyword: str) -> str:
+    value = tag_value(name, ds, keyword)
+    if value is None:
+        return ""
+    if isinstance(value, Iterable) and not isinstance(value, str):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _strings(name: str, ds: Dataset, keyword: str) -> tuple[str, ...]:
+    value = tag_value(name, ds, keyword)
+    if value is None:
+        return ()
+    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    return tuple(str(v).strip() for v in values)
+
+
+def _number(name: str, ds: Dataset, keyword: str) -> float | None:
+    numbers = float_tags(name, ds, keyword, 1)
+    return numbers[0] if numbers else None
+
+
+def _time(name: str, ds: Dataset, keyword: str) -> float | None:
+    """Returns a TM value as seconds since midnight; None when absent or unreadable.
+
+    Times only order phases; a malformed one is treated as absent rather than refusing
+    a file whose images are fine.
+    """
+    text = _string(name, ds, keyword).replace(":", "")
+    digits, _, fraction = text.partition(".")
+    if not digits.isdigit() or len(digits) % 2 or not 2 <= len(digits) <= 6:
+        return None
+    hours, minutes, seconds = (int(digits[i : i + 2] or 0) for i in (0, 2, 4))
+    whole = hours * 3600 + minutes * 60 + seconds
+    return whole + float(f"0.{fraction}") if fraction.isdigit() else float(whole)
