@@ -34,11 +34,12 @@ protos: venv ## regenerate the medimg.v1 stubs and TorchServe's (from its jar)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python protos/generate.py
 	$(BIN)/python -m mri_service.backends.torchserve_api.generate
 
-bench: venv ## gateway overhead, skin serving, MRI series serving, web API under load (each prints its ratios)
+bench: venv ## gateway overhead, skin serving, MRI series serving and ingest, web API under load (each prints its ratios)
 	@status=0; \
 	$(BIN)/python -m tests.bench.gateway_bench || status=1; \
 	$(BIN)/python -m tests.bench.skin_bench || status=1; \
 	$(BIN)/python -m tests.bench.mri_bench || status=1; \
+	$(BIN)/python -m tests.bench.mri_ingest_bench || status=1; \
 	$(BIN)/python -m tests.bench.web_load || status=1; \
 	exit $$status
 

@@ -1,0 +1,116 @@
+"""MRI ingest benchmark: what extra series beside the DCE phases cost, measured side by side.
+
+Run with `make bench` (or `python -m tests.bench.mri_ingest_bench`). Prints, from one run
+in this process, median of REPEATS:
+  (a) `load_study` of a generated 4 x 64-slice 256x256 DCE study alone (BreastWise zip);
+  (b) `load_study` of the same study with as many images again in other series beside it
+      (an "ax t1" of 64 slices, a "4th pass" of 64, a 3-image localiser, metadata.csv),
+      which are surveyed and never decoded;
+  (c) the header reads of those extra files alone (`survey_file` on each);
+with the target (b) <= 1.1 x ((a) + (c)): a study with extra series costs no more than
+reading the files it uses plus one header read of the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from mri_service.ingest import IngestLimits, load_study
+from mri_service.ingest.archive import ZipSource
+from mri_service.ingest.survey import survey_file
+from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
+
+TARGET = 1.1
+REPEATS = 5
+INPUT_SIZE = 128
+LIMITS = IngestLimits()
+
+
+def _retagged(data: bytes, description: str, number: int, series_uid: str, index: int) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SeriesDescription, ds.SeriesNumber, ds.SeriesInstanceUID = description, number, series_uid
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(index)])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def with_extra_series(source: Path, target: Path) -> tuple[Path, list[str]]:
+    """Writes source plus other series of the same study; returns the zip and their entries."""
+    extra: list[str] = []
+    with zipfile.ZipFile(source) as given, zipfile.ZipFile(target, "w") as out:
+        names = given.namelist()
+        for name in names:
+            out.writestr(zipfile.ZipInfo(name), given.read(name), zipfile.ZIP_DEFLATED, 1)
+        plans = [("pre", "ax t1", 11, None), ("3rd_pass", "ax dyn 4th pass", 12, None)]
+        plans.append(("pre", "3 Plane Loc", 13, 3))
+        for phase, description, number, count in plans:
+            uid = generate_uid(entropy_srcs=[description])
+            files = sorted(n for n in names if f"/{phase}/" in n)[:count]
+            for index, name in enumerate(files):
+                entry = f"extra/{number}/{index:04d}.dcm"
+                data = _retagged(given.read(name), description, number, uid, index)
+                out.writestr(zipfile.ZipInfo(entry), data, zipfile.ZIP_DEFLATED, 1)
+                extra.append(entry)
+        out.writestr("metadata.csv", "Series UID,Series Description\n" * 50)
+        extra.append("metadata.csv")
+    return target, extra
+
+
+def _median_s(work: Callable[[], object]) -> float:
+    work()  # warm the page cache and the decoders
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _survey(zip_path: Path, entries: list[str]) -> None:
+    source = ZipSource(zip_path, LIMITS)
+    try:
+        for entry in entries:
+            survey_file(entry, functools.partial(source.read, entry), LIMITS)
+    finally:
+        source.close()
+
+
+def main() -> int:
+    """Measures (a), (b) and (c) and prints the ratio; returns 1 when the target is missed."""
+    with tempfile.TemporaryDirectory(prefix="mri-ingest-bench-") as tmp:
+        work = Path(tmp)
+        print("generating 4 x 64 slices of 256x256 ...", flush=True)
+        series = generate_series(PhantomSpec(slices=64, size=256, lesion=True, seed=7))
+        alone = write_series_zip(series, work / "alone.zip")
+        beside, extra = with_extra_series(alone, work / "beside.zip")
+        a = _median_s(lambda: load_study(alone, INPUT_SIZE, LIMITS))
+        b = _median_s(lambda: load_study(beside, INPUT_SIZE, LIMITS))
+        c = _median_s(lambda: _survey(beside, extra))
+        study = load_study(beside, INPUT_SIZE, LIMITS).study
+    ratio = b / (a + c)
+    print()
+    print("MRI ingest benchmark (4 x 64 slices, 256x256; extra series beside the DCE phases)")
+    print(f"(a) the DCE study alone:                 {a * 1000:7.0f} ms")
+    print(f"(b) with {len(extra)} other files beside:      {b * 1000:7.0f} ms")
+    print(f"(c) one header read of those {len(extra)} files: {c * 1000:7.0f} ms")
+    unused = ", ".join(f"'{u.description}'" for u in study.unused)
+    print(f"    unused: {unused}; skipped: {len(study.skipped)} file(s)")
+    met = ratio <= TARGET
+    print(f"(b)/((a)+(c)): {ratio:.2f} (target <= {TARGET}) {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
