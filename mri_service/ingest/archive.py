@@ -23,6 +23,7 @@ from typing import IO, BinaryIO
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.limits import MIB, IngestLimits
+from mri_service.ingest.redact import scrub_path
 
 _CHUNK = 1 * MIB
 # Average bytes allowed per entry in the zip's table of contents: a 46-byte record, the
@@ -66,8 +67,8 @@ class Entry:
 
 
 def show(name: str) -> str:
-    """Returns an entry name fit for a message: quoted, printable and not too long."""
-    printable = "".join(c if c.isprintable() else "?" for c in name)
+    """Returns an entry name fit for a message: scrubbed, quoted, printable, not too long."""
+    printable = "".join(c if c.isprintable() else "?" for c in scrub_path(name))
     if len(printable) > 120:
         printable = f"{printable[:60]}...{printable[-57:]}"
     return f"'{printable}'"

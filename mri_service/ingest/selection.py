@@ -33,15 +33,17 @@ from mri_service.ingest.archive import show
 from mri_service.ingest.study import MR_IMAGE_STORAGE, InstanceHeader, UnusedSeries
 
 # Duke / TCIA ("ax dyn pre", "ax dyn 1st pass"), GE ("Ax Vibrant MultiPhase"), Siemens
-# ("t1_fl3d_tra_dynaVIEWS", "fl3d dynamic"), Philips ("DCE THRIVE", "e-THRIVE dyn").
+# ("t1_fl3d_tra_dynaVIEWS_spair", "fl3d dynamic"), Philips ("DCE THRIVE", "e-THRIVE dyn").
+# Not "fl3d" alone: Siemens names every 3D FLASH so, the non-fat-saturated T1 included.
 # Descriptions are matched with "_" and "-" read as spaces ("1st_pass" is "1st pass").
 DEFAULT_DYNAMIC = (
-    r"dyn|dce|vibrant|multi ?phase|fl3d|thrive|twist|\bvista\b|\bpre\b|\bpost\b|"
+    r"dyn|dce|vibrant|multi ?phase|thrive|twist|\bvista\b|\bpre\b|\bpost\b|"
     r"\bpass\b|\bph(ase)? ?\d"
 )
 DEFAULT_EXCLUDED = (
     r"\bloc(ali[sz]er)?\b|scout|survey|3 ?plane|calib|\bt2|stir|dwi|diff|\badc\b|"
-    r"\bsub(traction)?\b|\bmip\b|\bmpr\b|\bcad\b|perfusion map|\bpe\b|\bser\b"
+    r"\bsub(traction)?\b|\bmip\b|\bmpr\b|\bcad\b|perfusion map|\bpe\b|\bser\b|"
+    r"\bnon ?fs\b|\bnon ?fat"
 )
 MIN_PHASES = len(PHASES)
 
@@ -254,6 +256,7 @@ def _choose(
     enough = [phases for phases in multiphase if len(phases) >= MIN_PHASES]
     named = [phases for phases in enough if rules.is_dynamic(phases[0].description)]
     pool = named or enough
+    single = _one_geometry(single, unused)
     if len(single) >= MIN_PHASES and not named:
         for phases in multiphase:
             unused.append(_unused(_flatten(phases), "a multiphase series beside the DCE series"))
@@ -278,6 +281,37 @@ def _choose(
     for phase in single:
         unused.append(_unused(phase.images, "a dynamic series, but too few of them"))
     return None, ""
+
+
+def _geometry(candidate: Candidate) -> tuple[object, ...]:
+    first = candidate.images[0]
+    orientation = tuple(round(v, 2) for v in first.orientation or ())
+    return (first.rows, first.columns, len(candidate.images), orientation)
+
+
+def _one_geometry(single: list[Candidate], unused: list[UnusedSeries]) -> list[Candidate]:
+    """Returns the dynamic series of the most common geometry; lists the others as unused.
+
+    The phases of one DCE acquisition share rows, columns, slice count and orientation;
+    a series that only sounds dynamic (a differently planned pre-contrast T1) does not.
+    Only when that geometry alone has four phases: otherwise the geometry check names
+    the phase that differs and how, which says more than "no DCE found".
+    """
+    groups: dict[tuple[object, ...], list[Candidate]] = defaultdict(list)
+    for candidate in single:
+        groups[_geometry(candidate)].append(candidate)
+    largest = max(groups.values(), key=len, default=[])
+    if len(groups) <= 1 or len(largest) < MIN_PHASES:
+        return single
+    for candidate in single:
+        if candidate not in largest:
+            unused.append(
+                _unused(
+                    candidate.images,
+                    "a dynamic-looking series whose geometry differs from the DCE phases",
+                )
+            )
+    return largest
 
 
 def _flatten(phases: Sequence[Candidate]) -> list[InstanceHeader]:

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from mri_service.errors import SeriesRejected
-from mri_service.ingest.archive import Source, open_source, show
+from mri_service.ingest.archive import Source, open_source
 from mri_service.ingest.dicom import read_slice
 from mri_service.ingest.geometry import order_phases, refuse_identical_pixels
 from mri_service.ingest.layout import folder_hint, is_ignored
 from mri_service.ingest.limits import IngestLimits
+from mri_service.ingest.redact import Redactor
 from mri_service.ingest.selection import SelectionRules, describe, select_dce
 from mri_service.ingest.study import InstanceHeader, SkippedFile, Study
 from mri_service.ingest.survey import survey_file
@@ -48,8 +49,9 @@ def open_study(
     Raises:
         SeriesRejected: the message names the offending entry, series or attribute.
     """
-    with open_source(source, limits) as reader:
-        return _survey_study(reader, limits, rules)
+    redactor = Redactor()
+    with redactor.active(), open_source(source, limits) as reader:
+        return _survey_study(reader, limits, rules, redactor)
 
 
 def load_study(
@@ -80,8 +82,9 @@ def load_study(
     """
     if input_size < 1 or (preview_size is not None and preview_size < 1):
         raise ValueError("plane sizes must be positive")
-    with open_source(source, limits) as reader:
-        study = _survey_study(reader, limits, rules)
+    redactor = Redactor()
+    with redactor.active(), open_source(source, limits) as reader:
+        study = _survey_study(reader, limits, rules, redactor)
         total, done = len(study.phases) * study.slice_count, 0
         planes: dict[str, np.ndarray] = {}
         previews: list[np.ndarray] = []
@@ -99,7 +102,7 @@ def load_study(
                     on_progress(done, total)
             planes[phase.name] = np.stack(stack)
             digests.append(phase_digests)
-    refuse_identical_pixels(digests, study.phases)
+        refuse_identical_pixels(digests, study.phases)
     return LoadedStudy(study, planes, tuple(previews))
 
 
@@ -117,8 +120,9 @@ def inspect_study(
     Raises:
         SeriesRejected: the message names the offending entry, series or attribute.
     """
-    with open_source(source, limits) as reader:
-        study = _survey_study(reader, limits, rules)
+    redactor = Redactor()
+    with redactor.active(), open_source(source, limits) as reader:
+        study = _survey_study(reader, limits, rules, redactor)
         previews: list[np.ndarray] = []
         if preview_size is not None:
             for header in study.phases[0].slices:
@@ -138,8 +142,10 @@ def load_series(
     return load_study(source, input_size, limits, on_progress=on_progress).planes
 
 
-def _survey_study(reader: Source, limits: IngestLimits, rules: SelectionRules) -> Study:
-    headers, skipped = _survey(reader, limits)
+def _survey_study(
+    reader: Source, limits: IngestLimits, rules: SelectionRules, redactor: Redactor
+) -> Study:
+    headers, skipped = _survey(reader, limits, redactor)
     if not headers:
         raise SeriesRejected(
             f"the upload holds no DICOM images ({len(skipped)} other files were skipped); "
@@ -149,12 +155,13 @@ def _survey_study(reader: Source, limits: IngestLimits, rules: SelectionRules) -
     study_uid = _one_study(headers)
     selection = select_dce(headers, rules, folder_hint(headers))
     phases, ordered_by = order_phases(selection.phases, limits)
-    return Study(
-        study_uid, phases, selection.unused, tuple(skipped), ordered_by, selection.selected_by
-    )
+    reported = tuple(SkippedFile(redactor.scrub(s.path), s.reason) for s in skipped)
+    return Study(study_uid, phases, selection.unused, reported, ordered_by, selection.selected_by)
 
 
-def _survey(reader: Source, limits: IngestLimits) -> tuple[list[InstanceHeader], list[SkippedFile]]:
+def _survey(
+    reader: Source, limits: IngestLimits, redactor: Redactor
+) -> tuple[list[InstanceHeader], list[SkippedFile]]:
     """Returns the header of every DICOM image and the files skipped, in the upload's order."""
     files = [entry for entry in reader.entries() if not entry.is_dir]
     skipped = [SkippedFile(e.name, "operating-system clutter") for e in files if is_ignored(e.name)]
@@ -162,7 +169,8 @@ def _survey(reader: Source, limits: IngestLimits) -> tuple[list[InstanceHeader],
     reader.check_declared(files)
     headers: list[InstanceHeader] = []
     for entry in files:
-        found = survey_file(entry.name, functools.partial(reader.read, entry.name), limits)
+        read = functools.partial(reader.read, entry.name)
+        found = survey_file(entry.name, read, limits, redactor)
         if isinstance(found, SkippedFile):
             skipped.append(found)
         elif not (found.study_uid and found.series_uid):
@@ -183,8 +191,8 @@ def _one_study(headers: Sequence[InstanceHeader]) -> str:
         if header.patient_key != first.patient_key:
             raise SeriesRejected(
                 f"the upload holds images of more than one patient: "
-                f"{describe(header.series_number, header.series_description)} (entry "
-                f"{show(header.entry)}) belongs to another patient than "
+                f"{describe(header.series_number, header.series_description)} "
+                "belongs to another patient than "
                 f"{describe(first.series_number, first.series_description)}; send one study",
                 reason="SERIES_MULTIPLE_PATIENTS",
             )
@@ -192,8 +200,8 @@ def _one_study(headers: Sequence[InstanceHeader]) -> str:
         if header.study_uid != first.study_uid:
             raise SeriesRejected(
                 f"the upload holds more than one study: "
-                f"{describe(header.series_number, header.series_description)} (entry "
-                f"{show(header.entry)}) belongs to another study than "
+                f"{describe(header.series_number, header.series_description)} "
+                "belongs to another study than "
                 f"{describe(first.series_number, first.series_description)}; send one study",
                 reason="SERIES_MULTIPLE_STUDIES",
             )

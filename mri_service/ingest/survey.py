@@ -3,18 +3,21 @@
 `survey_file` reads a file's first bytes only (the header, before the pixel data, more
 only when a header is longer than the first read) and says what it is: an image with
 its identity, geometry and timing, or a file to skip (a DICOMDIR, a file that is not
-DICOM). PatientID becomes a one-way key at once; names and birth dates are never read.
+DICOM). PatientID becomes a one-way key at once; PatientID, PatientName and
+PatientBirthDate also go to the upload's Redactor, which keeps them out of every message
+and reported path, and nowhere else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
@@ -28,18 +31,20 @@ from mri_service.ingest.dicom import (
     unreadable,
 )
 from mri_service.ingest.limits import IngestLimits
+from mri_service.ingest.redact import Redactor
 from mri_service.ingest.study import MEDIA_STORAGE_DIRECTORY, InstanceHeader, SkippedFile
 
-# What the survey reads of every file: identity, geometry and timing. PatientID only to
-# tell patients apart (hashed at once); no name, no birth date.
+# What the survey reads of every file: identity, geometry and timing. PatientID to tell
+# patients apart (hashed at once); the patient's identifiers for the Redactor alone.
 SURVEY_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
     "SeriesNumber", "SeriesDescription", "PatientID", "FrameOfReferenceUID", "ImageType",
     "Rows", "Columns", "NumberOfFrames", "PixelSpacing", "ImageOrientationPatient",
     "ImagePositionPatient", "InstanceNumber", "AcquisitionNumber",
     "TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime",
-    "SeriesTime",
+    "SeriesTime", "PatientName", "PatientBirthDate",
 ]  # fmt: skip
+_IDENTIFIERS = ("PatientID", "PatientName", "PatientBirthDate")
 # The first read of a file for its header; most MR headers (private tags included) fit.
 _HEAD_BYTES = 16 * 1024
 _PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, big endian
@@ -48,7 +53,7 @@ _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 
 
 def survey_file(
-    name: str, read: Callable[[int], bytes], limits: IngestLimits
+    name: str, read: Callable[[int], bytes], limits: IngestLimits, redactor: Redactor
 ) -> InstanceHeader | SkippedFile:
     """Returns what one file of an upload is, from its header alone (no pixel data read).
 
@@ -78,6 +83,7 @@ def survey_file(
         complete = len(data) < size or size > limits.max_entry_bytes
         ds = _parse_head(name, data, complete)
         if ds is not None:
+            redactor.add(*(_string(name, ds, k) for k in _IDENTIFIERS))
             return _instance_header(name, ds)
         size *= 4
         data = read(size)
@@ -140,7 +146,7 @@ def _string(name: str, ds: Dataset, keyword: str) -> str:
     value = tag_value(name, ds, keyword)
     if value is None:
         return ""
-    if isinstance(value, Iterable) and not isinstance(value, str):
+    if isinstance(value, MultiValue | list | tuple):  # not PersonName: it iterates characters
         value = "\\".join(str(v) for v in value)
     return str(value).strip()
 
@@ -149,7 +155,7 @@ def _strings(name: str, ds: Dataset, keyword: str) -> tuple[str, ...]:
     value = tag_value(name, ds, keyword)
     if value is None:
         return ()
-    values = value if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    values = value if isinstance(value, MultiValue | list | tuple) else [value]
     return tuple(str(v).strip() for v in values)
 
 

@@ -20,6 +20,7 @@ from pydicom.data import get_testdata_file
 from mri_service.errors import SeriesRejected
 from mri_service.ingest import IngestLimits, open_study
 from mri_service.ingest.dicom import decode_slice
+from mri_service.ingest.redact import Redactor
 from mri_service.ingest.study import InstanceHeader, SkippedFile
 from mri_service.ingest.survey import survey_file
 
@@ -67,7 +68,7 @@ def test_the_survey_reads_a_real_header_without_its_pixels(name: str) -> None:
         asked.append(count)
         return data[:count]
 
-    found = survey_file(f"study/{name}", read, LIMITS)
+    found = survey_file(f"study/{name}", read, LIMITS, Redactor())
 
     reference = pydicom.dcmread(_bundled(name), stop_before_pixels=True)
     assert isinstance(found, InstanceHeader)
@@ -98,15 +99,15 @@ def test_a_real_slice_decodes_to_pydicoms_own_pixels(name: str) -> None:
 def test_the_real_dicomdir_and_readme_of_a_cd_are_skipped_for_what_they_are() -> None:
     tree = _cd_tree()
 
-    assert survey_file("CD/DICOMDIR", lambda n: b"", LIMITS) == SkippedFile(
+    assert survey_file("CD/DICOMDIR", lambda n: b"", LIMITS, Redactor()) == SkippedFile(
         "CD/DICOMDIR", "a DICOMDIR (the index of a CD or PACS export)"
     )
     implicit = (tree / "DICOMDIR-implicit").read_bytes()
-    assert survey_file("CD/DICOMDIR-implicit", lambda n: implicit[:n], LIMITS) == SkippedFile(
-        "CD/DICOMDIR-implicit", "a DICOMDIR (the index of a CD or PACS export)"
-    )
+    assert survey_file(
+        "CD/DICOMDIR-implicit", lambda n: implicit[:n], LIMITS, Redactor()
+    ) == SkippedFile("CD/DICOMDIR-implicit", "a DICOMDIR (the index of a CD or PACS export)")
     readme = (tree / "README.txt").read_bytes()
-    assert survey_file("CD/README.txt", lambda n: readme[:n], LIMITS) == SkippedFile(
+    assert survey_file("CD/README.txt", lambda n: readme[:n], LIMITS, Redactor()) == SkippedFile(
         "CD/README.txt", "not a DICOM file"
     )
 

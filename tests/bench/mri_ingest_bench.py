@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 
 from mri_service.ingest import IngestLimits, load_study
 from mri_service.ingest.archive import ZipSource
+from mri_service.ingest.redact import Redactor
 from mri_service.ingest.survey import survey_file
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 
@@ -53,8 +54,11 @@ def with_extra_series(source: Path, target: Path) -> tuple[Path, list[str]]:
         names = given.namelist()
         for name in names:
             out.writestr(zipfile.ZipInfo(name), given.read(name), zipfile.ZIP_DEFLATED, 1)
-        plans = [("pre", "ax t1", 11, None), ("3rd_pass", "ax dyn 4th pass", 12, None)]
-        plans.append(("pre", "3 Plane Loc", 13, 3))
+        plans: list[tuple[str, str, int, int | None]] = [
+            ("pre", "ax t1", 11, None),
+            ("3rd_pass", "ax dyn 4th pass", 12, None),
+            ("pre", "3 Plane Loc", 13, 3),
+        ]
         for phase, description, number, count in plans:
             uid = generate_uid(entropy_srcs=[description])
             files = sorted(n for n in names if f"/{phase}/" in n)[:count]
@@ -82,7 +86,7 @@ def _survey(zip_path: Path, entries: list[str]) -> None:
     source = ZipSource(zip_path, LIMITS)
     try:
         for entry in entries:
-            survey_file(entry, functools.partial(source.read, entry), LIMITS)
+            survey_file(entry, functools.partial(source.read, entry), LIMITS, Redactor())
     finally:
         source.close()
 
