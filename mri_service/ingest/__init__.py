@@ -21,9 +21,6 @@ from mri_service.ingest.series import (
 from mri_service.ingest.spool import spooled_upload
 from mri_service.ingest.study import InstanceHeader, Phase, SkippedFile, Study, UnusedSeries
 
-# The web tier's upload check calls this until it asks the service through the gateway.
-open_series = open_study
-
 __all__ = [
     "IngestLimits",
     "InstanceHeader",
@@ -36,7 +33,6 @@ __all__ = [
     "inspect_study",
     "load_series",
     "load_study",
-    "open_series",
     "open_study",
     "spooled_upload",
 ]

@@ -12,17 +12,22 @@ small file could turn into gigabytes.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import io
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import data_element_generator, read_dataset
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.tag import Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from mri_service import domain
@@ -30,7 +35,8 @@ from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.limits import IngestLimits
 
-_PIXEL_TAGS = [
+# What decoding needs besides the pixel data itself; the survey reads these from the head.
+PIXEL_DESCRIPTION_TAGS = [
     "SamplesPerPixel",
     "PhotometricInterpretation",
     "PlanarConfiguration",
@@ -45,12 +51,13 @@ _PIXEL_TAGS = [
     "RescaleIntercept",
     "ExtendedOffsetTable",
     "ExtendedOffsetTableLengths",
-    "PixelData",
 ]
-HEADER_TAGS = [*_PIXEL_TAGS, "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber"]
-DECODE_TAGS = _PIXEL_TAGS
+DECODE_TAGS = [*PIXEL_DESCRIPTION_TAGS, "PixelData"]
 _TRANSFER_SYNTAX_TAG = 0x00020010
 _MEDIA_CLASS_TAG = 0x00020002
+_PIXEL_DATA_TAG = Tag(0x7FE00010)
+# Value representations that are plain ASCII text, read without pydicom's conversion.
+_TEXT_VRS = frozenset({"UI", "CS", "IS", "DS", "TM", "DA"})
 DICM_AT = 128
 # Syntaxes newer than the installed pydicom, named so a refusal says what they are.
 _SYNTAX_NAMES = {
@@ -59,17 +66,6 @@ _SYNTAX_NAMES = {
     "1.2.840.10008.1.2.4.112": "JPEG XL",
 }
 _ACCEPTED_SYNTAXES = "uncompressed, RLE, JPEG, JPEG-LS or JPEG 2000"
-
-
-@dataclass(frozen=True)
-class SliceHeader:
-    """What ordering and validation need from one slice; no pixels, no patient data."""
-
-    rows: int
-    columns: int
-    position: float | None  # along the slice normal, None without position and orientation
-    orientation: tuple[float, ...] | None  # ImageOrientationPatient
-    instance_number: int | None
 
 
 def _refuse(message: str, reason: str) -> SeriesRejected:
@@ -82,13 +78,12 @@ def syntax_name(uid: str) -> str:
     return show(uid) if name == uid else f"{name} ({uid})"
 
 
-def read_header(name: str, data: bytes, limits: IngestLimits) -> SliceHeader:
-    """Returns one slice's checked header, or refuses the file naming the entry.
+@dataclass(frozen=True)
+class Head:
+    """A file's header as the survey parsed it, up to where its pixel data starts."""
 
-    Checks that the file is DICOM, its transfer syntax decodes here, it holds one
-    greyscale frame of a sane size and pixel data at least as long as declared.
-    """
-    return _checked_header(name, data, limits)[0]
+    dataset: Dataset  # file meta and PIXEL_DESCRIPTION_TAGS among the survey's tags
+    pixel_offset: int | None  # of the PixelData element; None when the header has none
 
 
 @dataclass(frozen=True)
@@ -96,31 +91,36 @@ class DecodedSlice:
     """One decoded slice: its planes at each asked size, and a digest of its stored pixels."""
 
     planes: tuple[np.ndarray, ...]  # `domain.preprocess_slice` at each size asked, in order
-    digest: bytes  # of the stored pixel values, to find phases that are the same images
+    digest: int  # CRC-32 of the stored pixel values, to find phases that are the same images
 
 
 def read_slice(
-    name: str, data: bytes, limits: IngestLimits, sizes: Sequence[int]
-) -> tuple[SliceHeader, DecodedSlice]:
-    """Returns one slice's checked header and its planes, parsing the file once.
+    name: str, data: bytes, limits: IngestLimits, sizes: Sequence[int], head: Head | None = None
+) -> DecodedSlice:
+    """Returns one chosen slice's planes.
 
     Each plane is `domain.preprocess_slice` of the slice's values (rescale slope and
-    intercept applied, MONOCHROME1 inverted) at one of `sizes`. Refuses, naming the
-    entry, what `read_header` refuses and pixel data that does not really decode.
+    intercept applied, MONOCHROME1 inverted) at one of `sizes`. With the survey's `head`
+    only the pixel data element is parsed (the header was, once, by the survey); without,
+    the file's pixel tags are. Checks what decoding needs (a decoder for the transfer
+    syntax, one greyscale frame of a sane size, pixel data at least as long as declared)
+    and refuses, naming the entry, pixel data that does not really decode.
     """
-    header, ds = _checked_header(name, data, limits)
+    ds, rows, columns = _checked_image(name, data, limits, head)
     pixels, digest = _pixels(name, ds)
-    if pixels.shape != (header.rows, header.columns):
+    if pixels.shape != (rows, columns):
         raise _refuse(
             f"the pixel data of entry {show(name)} is {pixels.shape[0]}x{pixels.shape[1]} "
-            f"but its header declared {header.rows}x{header.columns}; export the series again",
+            f"but its header declared {rows}x{columns}; export the series again",
             "SERIES_UNDECODABLE",
         )
     planes = tuple(domain.preprocess_slice(pixels, size) for size in sizes)
-    return header, DecodedSlice(planes, digest)
+    return DecodedSlice(planes, digest)
 
 
-def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[SliceHeader, Dataset]:
+def _checked_image(
+    name: str, data: bytes, limits: IngestLimits, head: Head | None
+) -> tuple[Dataset, int, int]:
     if data[DICM_AT : DICM_AT + 4] != b"DICM":
         raise _refuse(
             f"entry {show(name)} is not a DICOM file (it lacks the DICM marker); the phase "
@@ -128,7 +128,7 @@ def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[Slice
             "SERIES_NOT_DICOM",
         )
     syntax = _transfer_syntax(name, data)
-    ds = _parse(name, data, HEADER_TAGS)
+    ds = _parse(name, data, DECODE_TAGS) if head is None else _with_pixel_data(name, data, head)
     if "PixelData" not in ds:
         # pydicom also drops the whole dataset of a file cut inside compressed pixel data.
         raise _refuse(
@@ -139,14 +139,7 @@ def _checked_header(name: str, data: bytes, limits: IngestLimits) -> tuple[Slice
     if not syntax.is_compressed:
         _check_native_length(name, ds, rows, columns)
     _rescale(name, ds)
-    orientation = float_tags(name, ds, "ImageOrientationPatient", 6)
-    position = float_tags(name, ds, "ImagePositionPatient", 3)
-    if orientation is not None and np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 0.5:
-        raise unreadable(name, "ImageOrientationPatient")
-    along = None
-    if orientation is not None and position is not None:
-        along = domain.position_along_normal(orientation, position)
-    return SliceHeader(rows, columns, along, orientation, instance_number_tag(name, ds)), ds
+    return ds, rows, columns
 
 
 def decode_slice(name: str, data: bytes) -> np.ndarray:
@@ -157,7 +150,7 @@ def decode_slice(name: str, data: bytes) -> np.ndarray:
     return _pixels(name, _parse(name, data, DECODE_TAGS))[0]
 
 
-def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, bytes]:
+def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, int]:
     """Returns the slice's values and a digest of its stored pixels.
 
     pydicom masks bits above BitsStored and sign-extends signed data. MONOCHROME1 shows
@@ -177,7 +170,9 @@ def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, bytes]:
         ) from None
     if stored.ndim != 2:
         raise _one_frame(name)
-    digest = hashlib.blake2b(np.ascontiguousarray(stored).tobytes(), digest_size=16).digest()
+    # CRC-32, not a cryptographic hash: a phase is refused only when every one of its
+    # slices matches another phase's, which different images never do by chance.
+    digest = zlib.crc32(np.ascontiguousarray(stored).data)
     slope, intercept = _rescale(name, ds)
     pixels = stored.astype(np.float32)
     if slope != 1.0:
@@ -189,7 +184,15 @@ def _pixels(name: str, ds: Dataset) -> tuple[np.ndarray, bytes]:
     return pixels, digest
 
 
-def file_meta(name: str, data: bytes) -> tuple[UID, str]:
+class FileMeta(NamedTuple):
+    """What a file's group 2 says: how the rest is encoded, and what kind of object it is."""
+
+    syntax: UID
+    media_class: str
+    end: int  # offset of the first element after group 2
+
+
+def file_meta(name: str, data: bytes) -> FileMeta:
     """Returns the file's transfer syntax and media storage class, from its group 2 alone.
 
     Refuses a file naming no transfer syntax, and the deflated syntax (see the module's doc).
@@ -197,11 +200,13 @@ def file_meta(name: str, data: bytes) -> tuple[UID, str]:
     stream = io.BytesIO(data)
     stream.seek(DICM_AT + 4)
     values: dict[int, object] = {}
+    end = DICM_AT + 4
     try:
         for element in data_element_generator(
             stream, False, True, stop_when=lambda tag, vr, length: tag.group != 2
         ):
             values[element.tag] = element.value
+        end = stream.tell()
     except MemoryError:
         raise
     except Exception:
@@ -219,7 +224,7 @@ def file_meta(name: str, data: bytes) -> tuple[UID, str]:
             f"accepted; send {_ACCEPTED_SYNTAXES} DICOM",
             "SERIES_TRANSFER_SYNTAX",
         )
-    return uid, media_class
+    return FileMeta(uid, media_class, end)
 
 
 def _text(value: object) -> str:
@@ -230,7 +235,7 @@ def _text(value: object) -> str:
 
 def _transfer_syntax(name: str, data: bytes) -> UID:
     """Returns the file's transfer syntax, refused unless a decoder for it is installed."""
-    uid = file_meta(name, data)[0]
+    uid = file_meta(name, data).syntax
     try:
         available = get_decoder(uid).is_available
     except NotImplementedError:
@@ -242,6 +247,28 @@ def _transfer_syntax(name: str, data: bytes) -> UID:
             "SERIES_TRANSFER_SYNTAX",
         )
     return uid
+
+
+def _with_pixel_data(name: str, data: bytes, head: Head) -> Dataset:
+    """Returns the survey's head with the file's PixelData element, parsed alone, added."""
+    ds = head.dataset
+    if head.pixel_offset is None:
+        return ds
+    implicit, little = ds.original_encoding
+    stream = io.BytesIO(data)
+    stream.seek(head.pixel_offset)
+    try:
+        rest = read_dataset(
+            stream, bool(implicit), little is not False, specific_tags=[_PIXEL_DATA_TAG]
+        )
+        if "PixelData" in rest:
+            ds.PixelData = rest.PixelData
+    except MemoryError:
+        raise
+    except Exception:
+        # A truncated element: reported as missing pixel data, as a whole parse would.
+        pass
+    return ds
 
 
 def _parse(name: str, data: bytes, tags: list[str]) -> Dataset:
@@ -265,14 +292,41 @@ def unreadable(name: str, keyword: str) -> SeriesRejected:
 
 
 def tag_value(name: str, ds: Dataset, keyword: str) -> object:
-    """Returns a tag's value, None when absent or empty; refuses a value that does not parse."""
+    """Returns a tag's value, None when absent or empty; refuses a value that does not parse.
+
+    Plain text and unsigned short values still raw from the file are read here directly:
+    pydicom's general conversion costs more than the rest of a header survey.
+    """
     try:
-        value = ds.get(keyword)
+        element = ds.get_item(_tag(keyword))
+        value = _raw_value(element, ds) if isinstance(element, RawDataElement) else None
+        if value is None:
+            value = ds.get(keyword)
     except MemoryError:
         raise
     except Exception:
         raise unreadable(name, keyword) from None
     return None if value is None or value == "" else value
+
+
+@functools.cache
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
+
+
+def _raw_value(element: RawDataElement, ds: Dataset) -> object:
+    """Returns a raw text or US value read directly, or None to let pydicom convert it."""
+    raw = element.value
+    if element.VR in _TEXT_VRS and isinstance(raw, bytes):
+        text = raw.decode("ascii", "replace").strip("\x00 ")
+        return text.split("\\") if "\\" in text else text
+    if element.VR == "US" and isinstance(raw, bytes) and len(raw) == 2:
+        little = ds.original_encoding[1] is not False
+        return int.from_bytes(raw, "little" if little else "big")
+    return None
 
 
 def integer_tag(name: str, ds: Dataset, keyword: str) -> int | None:

@@ -222,14 +222,14 @@ def _check_same_volume(reference: Phase, ref_label: str, phase: Phase, label: st
             )
 
 
-def refuse_identical_pixels(digests: Sequence[Sequence[bytes]], phases: Sequence[Phase]) -> None:
+def refuse_identical_pixels(digests: Sequence[Sequence[int]], phases: Sequence[Phase]) -> None:
     """Refuses two phases whose every slice holds the same stored pixels.
 
     Args:
         digests: per phase, each slice's pixel digest in anatomical order.
         phases: the phases, in the same order.
     """
-    seen: dict[tuple[bytes, ...], int] = {}
+    seen: dict[tuple[int, ...], int] = {}
     for index, phase_digests in enumerate(digests):
         other = seen.setdefault(tuple(phase_digests), index)
         if other != index:

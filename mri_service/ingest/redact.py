@@ -28,9 +28,13 @@ class Redactor:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._last: tuple[str, ...] = ()
 
     def add(self, *values: str) -> None:
         """Remembers identifiers; a person name counts whole and by each of its components."""
+        if values == self._last:  # every file of a study repeats them
+            return
+        self._last = values
         for value in values:
             text = value.strip()
             pieces = {text, *re.split(r"[\^=,\s]+", text)}

@@ -19,14 +19,14 @@ import numpy as np
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import Source, open_source
-from mri_service.ingest.dicom import read_slice
+from mri_service.ingest.dicom import Head, read_slice
 from mri_service.ingest.geometry import order_phases, refuse_identical_pixels
 from mri_service.ingest.layout import folder_hint, is_ignored
 from mri_service.ingest.limits import IngestLimits
 from mri_service.ingest.redact import Redactor
 from mri_service.ingest.selection import SelectionRules, describe, select_dce
 from mri_service.ingest.study import InstanceHeader, SkippedFile, Study
-from mri_service.ingest.survey import survey_file
+from mri_service.ingest.survey import Surveyed, survey_file
 
 DEFAULT_LIMITS = IngestLimits()
 DEFAULT_RULES = SelectionRules()
@@ -51,7 +51,7 @@ def open_study(
     """
     redactor = Redactor()
     with redactor.active(), open_source(source, limits) as reader:
-        return _survey_study(reader, limits, rules, redactor)
+        return _survey_study(reader, limits, rules, redactor)[0]
 
 
 def load_study(
@@ -84,16 +84,17 @@ def load_study(
         raise ValueError("plane sizes must be positive")
     redactor = Redactor()
     with redactor.active(), open_source(source, limits) as reader:
-        study = _survey_study(reader, limits, rules, redactor)
+        study, heads = _survey_study(reader, limits, rules, redactor)
         total, done = len(study.phases) * study.slice_count, 0
         planes: dict[str, np.ndarray] = {}
         previews: list[np.ndarray] = []
-        digests: list[list[bytes]] = []
+        digests: list[list[int]] = []
         for index, phase in enumerate(study.phases):
             sizes = [input_size] if preview_size is None or index else [input_size, preview_size]
             stack, phase_digests = [], []
             for header in phase.slices:
-                _, decoded = read_slice(header.entry, reader.read(header.entry), limits, sizes)
+                data = reader.read(header.entry)
+                decoded = read_slice(header.entry, data, limits, sizes, heads.pop(header.entry))
                 stack.append(decoded.planes[0])
                 previews.extend(decoded.planes[1:])
                 phase_digests.append(decoded.digest)
@@ -122,12 +123,15 @@ def inspect_study(
     """
     redactor = Redactor()
     with redactor.active(), open_source(source, limits) as reader:
-        study = _survey_study(reader, limits, rules, redactor)
+        study, heads = _survey_study(reader, limits, rules, redactor)
         previews: list[np.ndarray] = []
         if preview_size is not None:
             for header in study.phases[0].slices:
                 data = reader.read(header.entry)
-                previews.append(read_slice(header.entry, data, limits, [preview_size])[1].planes[0])
+                decoded = read_slice(
+                    header.entry, data, limits, [preview_size], heads[header.entry]
+                )
+                previews.append(decoded.planes[0])
     return LoadedStudy(study, {}, tuple(previews))
 
 
@@ -144,8 +148,10 @@ def load_series(
 
 def _survey_study(
     reader: Source, limits: IngestLimits, rules: SelectionRules, redactor: Redactor
-) -> Study:
-    headers, skipped = _survey(reader, limits, redactor)
+) -> tuple[Study, dict[str, Head]]:
+    """Returns the checked study and the parsed heads of its phases' files, by entry."""
+    surveyed, skipped = _survey(reader, limits, redactor)
+    headers = [found.header for found in surveyed]
     if not headers:
         raise SeriesRejected(
             f"the upload holds no DICOM images ({len(skipped)} other files were skipped); "
@@ -156,32 +162,34 @@ def _survey_study(
     selection = select_dce(headers, rules, folder_hint(headers))
     phases, ordered_by = order_phases(selection.phases, limits)
     reported = tuple(SkippedFile(redactor.scrub(s.path), s.reason) for s in skipped)
-    return Study(study_uid, phases, selection.unused, reported, ordered_by, selection.selected_by)
+    study = Study(study_uid, phases, selection.unused, reported, ordered_by, selection.selected_by)
+    used = {h.entry for phase in phases for h in phase.slices}
+    return study, {f.header.entry: f.head for f in surveyed if f.header.entry in used}
 
 
 def _survey(
     reader: Source, limits: IngestLimits, redactor: Redactor
-) -> tuple[list[InstanceHeader], list[SkippedFile]]:
-    """Returns the header of every DICOM image and the files skipped, in the upload's order."""
+) -> tuple[list[Surveyed], list[SkippedFile]]:
+    """Returns every DICOM image surveyed and the files skipped, in the upload's order."""
     files = [entry for entry in reader.entries() if not entry.is_dir]
     skipped = [SkippedFile(e.name, "operating-system clutter") for e in files if is_ignored(e.name)]
     files = [entry for entry in files if not is_ignored(entry.name)]
     reader.check_declared(files)
-    headers: list[InstanceHeader] = []
+    images: list[Surveyed] = []
     for entry in files:
         read = functools.partial(reader.read, entry.name)
         found = survey_file(entry.name, read, limits, redactor)
         if isinstance(found, SkippedFile):
             skipped.append(found)
-        elif not (found.study_uid and found.series_uid):
+        elif not (found.header.study_uid and found.header.series_uid):
             skipped.append(
                 SkippedFile(
                     entry.name, "a DICOM file without StudyInstanceUID or SeriesInstanceUID"
                 )
             )
         else:
-            headers.append(found)
-    return headers, skipped
+            images.append(found)
+    return images, skipped
 
 
 def _one_study(headers: Sequence[InstanceHeader]) -> str:

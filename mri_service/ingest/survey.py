@@ -13,16 +13,22 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.dicom import (
     DICM_AT,
+    PIXEL_DESCRIPTION_TAGS,
+    FileMeta,
+    Head,
     file_meta,
     float_tags,
     instance_number_tag,
@@ -43,7 +49,10 @@ SURVEY_TAGS = [
     "ImagePositionPatient", "InstanceNumber", "AcquisitionNumber",
     "TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime", "ContentTime",
     "SeriesTime", "PatientName", "PatientBirthDate",
+    *PIXEL_DESCRIPTION_TAGS,
 ]  # fmt: skip
+_SURVEY_TAG_SET: list[BaseTag | int] = [Tag(keyword) for keyword in SURVEY_TAGS]
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # integer, float, double
 _IDENTIFIERS = ("PatientID", "PatientName", "PatientBirthDate")
 # The first read of a file for its header; most MR headers (private tags included) fit.
 _HEAD_BYTES = 16 * 1024
@@ -52,14 +61,24 @@ _PIXEL_DATA_TAG_BYTES = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # little, bi
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 
 
+@dataclass(frozen=True)
+class Surveyed:
+    """A DICOM image the survey found: its header, and its parsed head for the decode."""
+
+    header: InstanceHeader
+    head: Head
+
+
 def survey_file(
     name: str, read: Callable[[int], bytes], limits: IngestLimits, redactor: Redactor
-) -> InstanceHeader | SkippedFile:
+) -> Surveyed | SkippedFile:
     """Returns what one file of an upload is, from its header alone (no pixel data read).
 
     `read(n)` returns the file's first n bytes (fewer when the file is shorter). A file
     without the DICM marker is skipped, unless its name promises DICOM (`.dcm`); so is a
     DICOMDIR. A DICOM file that does not parse is refused: it may belong to the study.
+    The parsed head (pixel description, file meta, where the pixel data starts) comes
+    with the header, so that decoding a chosen slice parses only its pixel data.
 
     Raises:
         SeriesRejected: the message names the entry.
@@ -76,24 +95,40 @@ def survey_file(
                 reason="SERIES_NOT_DICOM",
             )
         return SkippedFile(name, "not a DICOM file")
-    media_class = file_meta(name, data)[1]
-    if media_class == MEDIA_STORAGE_DIRECTORY:
+    meta = file_meta(name, data)
+    if meta.media_class == MEDIA_STORAGE_DIRECTORY:
         return SkippedFile(name, "a DICOMDIR (the index of a CD or PACS export)")
     while True:
         complete = len(data) < size or size > limits.max_entry_bytes
-        ds = _parse_head(name, data, complete)
-        if ds is not None:
-            redactor.add(*(_string(name, ds, k) for k in _IDENTIFIERS))
-            return _instance_header(name, ds)
+        head = _parse_head(name, data, meta, complete)
+        if head is not None:
+            header = _instance_header(name, head.dataset)
+            redactor.add(*(_string(name, head.dataset, k) for k in _IDENTIFIERS))
+            for keyword in _IDENTIFIERS:  # read for the key and the redactor; kept nowhere
+                if keyword in head.dataset:
+                    del head.dataset[keyword]
+            return Surveyed(header, head)
         size *= 4
         data = read(size)
 
 
-def _parse_head(name: str, data: bytes, complete: bool) -> Dataset | None:
-    """Returns the header parsed up to the pixel data, or None when more bytes are needed."""
+def _parse_head(name: str, data: bytes, meta: FileMeta, complete: bool) -> Head | None:
+    """Returns the header parsed up to the pixel data, or None when more bytes are needed.
+
+    The dataset after group 2 is read as `file_meta` found it encoded, with pydicom's
+    element reader: `dcmread` would parse and validate the file meta a second time, which
+    costs as much as the rest of a survey.
+    """
+    implicit, little = _encoding(meta.syntax)
     buffer = io.BytesIO(data)
+    buffer.seek(meta.end)
     try:
-        ds = pydicom.dcmread(buffer, stop_before_pixels=True, specific_tags=list(SURVEY_TAGS))
+        ds = read_dataset(
+            buffer, implicit, little, stop_when=_at_pixel_data, specific_tags=_SURVEY_TAG_SET
+        )
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = meta.syntax
+        ds.set_original_encoding(implicit, little, ds._character_set)
     except MemoryError:
         raise
     except Exception:
@@ -104,9 +139,21 @@ def _parse_head(name: str, data: bytes, complete: bool) -> Dataset | None:
             reason="SERIES_NOT_DICOM",
         ) from None
     at = buffer.tell()
-    if complete or data[at : at + 4] in _PIXEL_DATA_TAG_BYTES:
-        return ds
-    return None
+    if data[at : at + 4] in _PIXEL_DATA_TAG_BYTES:
+        return Head(ds, at)
+    return Head(ds, None) if complete else None
+
+
+def _encoding(syntax: UID) -> tuple[bool, bool]:
+    """Returns (implicit VR, little endian) of the dataset encoded in syntax."""
+    try:
+        return syntax.is_implicit_VR, syntax.is_little_endian
+    except ValueError:  # a syntax newer than pydicom: every compressed one is explicit LE
+        return False, True
+
+
+def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return tag in _PIXEL_TAGS
 
 
 def _instance_header(name: str, ds: Dataset) -> InstanceHeader:

@@ -21,8 +21,8 @@ from mri_service.errors import SeriesRejected
 from mri_service.ingest import IngestLimits, open_study
 from mri_service.ingest.dicom import decode_slice
 from mri_service.ingest.redact import Redactor
-from mri_service.ingest.study import InstanceHeader, SkippedFile
-from mri_service.ingest.survey import survey_file
+from mri_service.ingest.study import SkippedFile
+from mri_service.ingest.survey import Surveyed, survey_file
 
 LIMITS = IngestLimits()
 BUNDLED_MR = [
@@ -68,10 +68,11 @@ def test_the_survey_reads_a_real_header_without_its_pixels(name: str) -> None:
         asked.append(count)
         return data[:count]
 
-    found = survey_file(f"study/{name}", read, LIMITS, Redactor())
+    surveyed = survey_file(f"study/{name}", read, LIMITS, Redactor())
 
     reference = pydicom.dcmread(_bundled(name), stop_before_pixels=True)
-    assert isinstance(found, InstanceHeader)
+    assert isinstance(surveyed, Surveyed)
+    found = surveyed.header
     assert found.sop_instance_uid == reference.SOPInstanceUID
     assert found.series_uid == reference.SeriesInstanceUID
     assert (found.rows, found.columns) == (reference.Rows, reference.Columns)

@@ -2,13 +2,16 @@
 
 Run with `make bench` (or `python -m tests.bench.mri_ingest_bench`). Prints, from one run
 in this process, median of REPEATS:
+  (f) the floor: each file the models use read whole from the zip, parsed and decoded
+      into its plane once (`read_slice` with no survey), nothing else;
   (a) `load_study` of a generated 4 x 64-slice 256x256 DCE study alone (BreastWise zip);
   (b) `load_study` of the same study with as many images again in other series beside it
       (an "ax t1" of 64 slices, a "4th pass" of 64, a 3-image localiser, metadata.csv),
       which are surveyed and never decoded;
   (c) the header reads of those extra files alone (`survey_file` on each);
-with the target (b) <= 1.1 x ((a) + (c)): a study with extra series costs no more than
-reading the files it uses plus one header read of the others.
+with the target (b) <= 1.1 x ((f) + (c)): a study with extra series costs no more than
+reading the files it uses plus one header read of the others. (b) / ((a) + (c)) shows
+what the other series alone add.
 """
 
 from __future__ import annotations
@@ -28,12 +31,13 @@ from pydicom.uid import generate_uid
 
 from mri_service.ingest import IngestLimits, load_study
 from mri_service.ingest.archive import ZipSource
+from mri_service.ingest.dicom import read_slice
 from mri_service.ingest.redact import Redactor
 from mri_service.ingest.survey import survey_file
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 
 TARGET = 1.1
-REPEATS = 5
+REPEATS = 7
 INPUT_SIZE = 128
 LIMITS = IngestLimits()
 
@@ -72,14 +76,16 @@ def with_extra_series(source: Path, target: Path) -> tuple[Path, list[str]]:
     return target, extra
 
 
-def _median_s(work: Callable[[], object]) -> float:
-    work()  # warm the page cache and the decoders
-    times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def _medians_s(works: list[Callable[[], object]]) -> list[float]:
+    """Returns each work's median time, the works taken in turn so drift hits all alike."""
+    times: list[list[float]] = [[] for _ in works]
+    for repeat in range(REPEATS + 1):
+        for index, work in enumerate(works):
+            started = time.perf_counter()
+            work()
+            if repeat:  # the first round warms the page cache and the decoders
+                times[index].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
 def _survey(zip_path: Path, entries: list[str]) -> None:
@@ -87,6 +93,15 @@ def _survey(zip_path: Path, entries: list[str]) -> None:
     try:
         for entry in entries:
             survey_file(entry, functools.partial(source.read, entry), LIMITS, Redactor())
+    finally:
+        source.close()
+
+
+def _floor(zip_path: Path, entries: list[str]) -> None:
+    source = ZipSource(zip_path, LIMITS)
+    try:
+        for entry in entries:
+            read_slice(entry, source.read(entry), LIMITS, [INPUT_SIZE])
     finally:
         source.close()
 
@@ -99,20 +114,28 @@ def main() -> int:
         series = generate_series(PhantomSpec(slices=64, size=256, lesion=True, seed=7))
         alone = write_series_zip(series, work / "alone.zip")
         beside, extra = with_extra_series(alone, work / "beside.zip")
-        a = _median_s(lambda: load_study(alone, INPUT_SIZE, LIMITS))
-        b = _median_s(lambda: load_study(beside, INPUT_SIZE, LIMITS))
-        c = _median_s(lambda: _survey(beside, extra))
         study = load_study(beside, INPUT_SIZE, LIMITS).study
-    ratio = b / (a + c)
+        used = [h.entry for phase in study.phases for h in phase.slices]
+        f, a, b, c = _medians_s(
+            [
+                lambda: _floor(alone, used),
+                lambda: load_study(alone, INPUT_SIZE, LIMITS),
+                lambda: load_study(beside, INPUT_SIZE, LIMITS),
+                lambda: _survey(beside, extra),
+            ]
+        )
+    ratio = b / (f + c)
     print()
     print("MRI ingest benchmark (4 x 64 slices, 256x256; extra series beside the DCE phases)")
+    print(f"(f) floor: the {len(used)} used files read once:  {f * 1000:7.0f} ms")
     print(f"(a) the DCE study alone:                 {a * 1000:7.0f} ms")
     print(f"(b) with {len(extra)} other files beside:      {b * 1000:7.0f} ms")
     print(f"(c) one header read of those {len(extra)} files: {c * 1000:7.0f} ms")
     unused = ", ".join(f"'{u.description}'" for u in study.unused)
     print(f"    unused: {unused}; skipped: {len(study.skipped)} file(s)")
+    print(f"(b)/((a)+(c)), what the other series add: {b / (a + c):.2f}")
     met = ratio <= TARGET
-    print(f"(b)/((a)+(c)): {ratio:.2f} (target <= {TARGET}) {'met' if met else 'MISSED'}")
+    print(f"(b)/((f)+(c)): {ratio:.2f} (target <= {TARGET}) {'met' if met else 'MISSED'}")
     return 0 if met else 1
 
 
