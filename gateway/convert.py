@@ -44,14 +44,18 @@ def series_model_info_disease(request: bytes) -> str:
         raise InvalidArgument("the request is not a valid GetSeriesModelInfoRequest") from None
 
 
-def series_upload_disease(first_message: bytes) -> str:
-    """Returns the disease of the first AnalyzeSeriesRequest, which must carry the metadata."""
+def series_upload_disease(first_message: bytes, method: str = "AnalyzeSeries") -> str:
+    """Returns the disease of an upload's first AnalyzeSeriesRequest, which carries the metadata.
+
+    `method` (AnalyzeSeries or InspectSeries, which share the request) names the call in
+    the message of a refusal.
+    """
     try:
         message = series_analysis_service_pb2.AnalyzeSeriesRequest.FromString(first_message)
     except DecodeError:
         raise InvalidArgument("the first message is not a valid AnalyzeSeriesRequest") from None
     if message.WhichOneof("part") != "metadata":
-        raise InvalidArgument("the first message of AnalyzeSeries must carry the upload metadata")
+        raise InvalidArgument(f"the first message of {method} must carry the upload metadata")
     return message.metadata.disease
 
 

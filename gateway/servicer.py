@@ -26,7 +26,8 @@ TRAINER_SERVICE: str = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerS
 
 DIAGNOSE = f"/{DIAGNOSIS_SERVICE}/Diagnose"
 GET_MODEL_INFO = f"/{DIAGNOSIS_SERVICE}/GetModelInfo"
-ANALYZE_SERIES = f"/{SERIES_SERVICE}/AnalyzeSeries"
+# SeriesAnalysisService's client-streaming methods: the same upload stream, proxied alike.
+SERIES_UPLOADS = ("AnalyzeSeries", "InspectSeries")
 GET_SERIES_MODEL_INFO = f"/{SERIES_SERVICE}/GetSeriesModelInfo"
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -109,7 +110,7 @@ class DiagnosisProxy:
 
 
 class SeriesProxy:
-    """medimg.v1.SeriesAnalysisService: streams uploads through chunk by chunk."""
+    """medimg.v1.SeriesAnalysisService: streams uploads (AnalyzeSeries, InspectSeries) through."""
 
     def __init__(self, router: Router) -> None:
         self._router = router
@@ -117,23 +118,31 @@ class SeriesProxy:
         self._series_s = router.settings.series_deadline_s
         self._max_s = router.settings.max_deadline_s
 
-    async def AnalyzeSeries(self, requests: AsyncIterable[bytes], context: Context) -> bytes:
-        """Returns the upstream's AnalyzeSeriesResponse bytes; each chunk is sent on as it comes."""
+    async def upload(self, name: str, requests: AsyncIterable[bytes], context: Context) -> bytes:
+        """Returns the upstream's response bytes to an upload; each chunk is sent on as it comes.
+
+        AnalyzeSeries and InspectSeries take the same stream (the metadata, then the zip's
+        chunks) and differ only in what the service answers, so both take this one path.
+        """
         messages = aiter(requests)
         try:
             first = await anext(messages)
         except StopAsyncIteration:
             raise InvalidArgument(
-                "AnalyzeSeries needs the upload metadata as its first message"
+                f"{name} needs the upload metadata as its first message"
             ) from None
-        disease = convert.series_upload_disease(first)
+        disease = convert.series_upload_disease(first, name)
         route = self._router.route(disease, RouteKind.SERIES)
         timeout = upstream_timeout(
             context.time_remaining(), default_s=self._series_s, max_s=self._max_s
         )
         try:
             return await self._upstream.stream(
-                route, ANALYZE_SERIES, first, _until_complete(messages, context), timeout=timeout
+                route,
+                f"/{SERIES_SERVICE}/{name}",
+                first,
+                _until_complete(messages, context),
+                timeout=timeout,
             )
         except grpc.aio.AioRpcError as error:
             await pass_through(error, context, disease_unreachable(disease))
@@ -147,10 +156,14 @@ class SeriesProxy:
 
     def method_handlers(self) -> Handlers:
         """Returns the handlers, with no (de)serializers: requests and responses stay bytes."""
-        return {
-            "AnalyzeSeries": grpc.stream_unary_rpc_method_handler(self.AnalyzeSeries),
-            "GetSeriesModelInfo": grpc.unary_unary_rpc_method_handler(self.GetSeriesModelInfo),
+        handlers: Handlers = {
+            name: grpc.stream_unary_rpc_method_handler(functools.partial(self.upload, name))
+            for name in SERIES_UPLOADS
         }
+        handlers["GetSeriesModelInfo"] = grpc.unary_unary_rpc_method_handler(
+            self.GetSeriesModelInfo
+        )
+        return handlers
 
 
 async def _until_complete(messages: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:

@@ -20,6 +20,10 @@ CHUNK_BYTES = 256 * 1024
 # Eight heights of a bar, lowest first; a probability p is drawn as BLOCKS[round(p * 8)].
 BLOCKS = " ▁▂▃▄▅▆▇█"
 STRIP_WIDTH = 64
+# The phase whose InstanceNumber names a slice, as on the web tier's series page.
+NAMING_PHASE = "pre"
+# A CD export can hold hundreds of files that are not images; the rest are counted.
+MAX_SKIPPED_SHOWN = 20
 
 Response = series_analysis_service_pb2.AnalyzeSeriesResponse
 
@@ -143,12 +147,117 @@ def _range(run: list[int]) -> str:
     return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
 
 
+def pre_instance_number(finding: series_analysis_service_pb2.SliceFinding) -> int | None:
+    """Returns the InstanceNumber of a slice's pre-contrast image, None when unknown."""
+    for image in finding.images:
+        if image.phase == NAMING_PHASE:
+            return image.instance_number if image.HasField("instance_number") else None
+    return None
+
+
+def format_flagged(response: Response) -> list[str]:
+    """Returns one line per flagged slice: its index, InstanceNumber, scores and SOPInstanceUID.
+
+    The index counts from 0 in anatomical order, as the strip does; the InstanceNumber and
+    the UID are the pre-contrast image's, to find the slice in a PACS or viewer.
+    """
+    rows = []
+    for finding in response.slices:
+        if not finding.positive:
+            continue
+        number = pre_instance_number(finding)
+        pre = next((i for i in finding.images if i.phase == NAMING_PHASE), None)
+        rows.append(
+            (
+                f"slice {finding.slice_index}",
+                f"InstanceNumber {number}" if number is not None else "no InstanceNumber",
+                "  ".join(f"{s.model_name} {s.probability:.2f}" for s in finding.model_scores),
+                pre.sop_instance_uid if pre is not None else "",
+            )
+        )
+    if not rows:
+        return []
+    return [
+        "flagged slices (index from 0, then the pre-contrast image's number and UID):",
+        *_table(rows),
+    ]
+
+
+def format_study(study: series_analysis_service_pb2.StudySummary) -> list[str]:
+    """Returns the series the models read, the series left out and why, and skipped files."""
+    if not study.study_instance_uid and not study.phases:
+        return []
+    how = ", ".join(
+        part
+        for part in (
+            f"phases by {study.selected_by}" if study.selected_by else "",
+            f"slices by {study.ordered_by}" if study.ordered_by else "",
+        )
+        if part
+    )
+    lines = [f"study {study.study_instance_uid}" + (f" ({how})" if how else "")]
+    lines.append("selected series:")
+    rows = [
+        (
+            phase.phase,
+            _series_number(phase.series_number if phase.HasField("series_number") else None),
+            phase.series_description or "(no description)",
+            f"{phase.image_count} images"
+            + (
+                f", temporal position {phase.temporal_position}"
+                if phase.HasField("temporal_position")
+                else ""
+            ),
+        )
+        for phase in study.phases
+    ]
+    lines += _table(rows)
+    if study.unused_series:
+        lines.append("unused series:")
+        unused = [
+            (
+                _series_number(u.series_number if u.HasField("series_number") else None),
+                u.series_description or "(no description)",
+                f"{u.modality or '?'}, {u.image_count} files",
+                u.reason,
+            )
+            for u in study.unused_series
+        ]
+        lines += _table(unused)
+    if study.skipped_files:
+        lines.append(f"skipped files ({len(study.skipped_files)}):")
+        shown = study.skipped_files[:MAX_SKIPPED_SHOWN]
+        lines += [f"  {f.path}: {f.reason}" for f in shown]
+        if len(study.skipped_files) > len(shown):
+            lines.append(f"  … and {len(study.skipped_files) - len(shown)} more")
+    return lines
+
+
+def _series_number(number: int | None) -> str:
+    return f"#{number}" if number is not None else "#-"
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        (
+            "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def format_analysis(name: str, response: Response) -> str:
-    """Returns the summary line, the flagged slices, the strip and the model line."""
+    """Returns the summary line, the strip, the flagged slices, the study and the model line."""
     flagged = list(response.positive_slice_indices)
     summary = f"{name}: {response.slice_count} slices, {len(flagged)} flagged"
     summary += f": {format_ranges(flagged)}" if flagged else ""
     lines = [summary, "", format_strip(response), ""]
+    for block_lines in (format_flagged(response), format_study(response.study)):
+        if block_lines:
+            lines += [*block_lines, ""]
     model = f"model {response.model_name} {response.model_version}".rstrip()
     if response.HasField("timings"):
         t = response.timings

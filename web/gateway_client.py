@@ -235,12 +235,78 @@ class SliceScore:
 
 
 @dataclass(frozen=True)
+class SliceImage:
+    """The DICOM image that shows one slice in one phase, to find it in a PACS or viewer."""
+
+    phase: str  # "pre", "1st_pass", "2nd_pass" or "3rd_pass"
+    sop_instance_uid: str
+    instance_number: int | None
+    position_mm: float | None
+
+
+@dataclass(frozen=True)
 class SliceFinding:
-    """The result for one slice of a series."""
+    """The result for one slice of a series, with its image in each phase."""
 
     slice_index: int
     positive: bool
     scores: tuple[SliceScore, ...]
+    images: tuple[SliceImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class SelectedPhase:
+    """One acquisition phase the models read: a series, or a temporal position of one."""
+
+    phase: str
+    series_instance_uid: str
+    series_description: str
+    series_number: int | None
+    temporal_position: int | None
+    image_count: int
+
+
+@dataclass(frozen=True)
+class UnusedSeries:
+    """A series of the study that the analysis does not read, and why."""
+
+    series_instance_uid: str
+    series_description: str
+    series_number: int | None
+    modality: str
+    image_count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file of the upload that is not part of the study, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What an upload holds and which of its series the models read (or would read)."""
+
+    study_instance_uid: str = ""
+    phases: tuple[SelectedPhase, ...] = ()
+    unused_series: tuple[UnusedSeries, ...] = ()
+    skipped_files: tuple[SkippedFile, ...] = ()
+    slice_count: int = 0
+    ordered_by: str = ""  # "position" or "instance_number"
+    selected_by: str = ""  # "folders", "series" or "multiphase"
+
+
+@dataclass(frozen=True)
+class SeriesInspection:
+    """What InspectSeries found in an upload, without the models; the request id and time."""
+
+    study: StudySummary
+    previews: tuple[bytes, ...]  # PNGs of the pre-contrast slices, when asked
+    request_id: str
+    elapsed_ms: float
 
 
 @dataclass(frozen=True)
@@ -259,6 +325,8 @@ class SeriesAnalysis:
     model_ms: float
     request_id: str
     elapsed_ms: float
+    study: StudySummary = StudySummary()
+    previews: tuple[bytes, ...] = ()  # PNGs of the pre-contrast slices, when asked
 
 
 @dataclass(frozen=True)
@@ -538,11 +606,14 @@ class GatewayClient:
         chunks: Iterable[bytes],
         disease: str,
         total_size_bytes: int = 0,
+        preview_size_px: int = 0,
         request_id: str | None = None,
         timeout_s: float | None = None,
     ) -> SeriesAnalysis:
         """Streams a series zip to the gateway chunk by chunk and returns its analysis.
 
+        With `preview_size_px` > 0 the answer carries a PNG of every pre-contrast slice of
+        that size, so nobody else decodes the series again for thumbnails.
         This is grpc's synchronous API, which reports the service's own status when the
         service ends the upload early; grpc.aio can lose that status (grpc/grpc#36066,
         see gateway/upstream.py `FirstStatus`), which is why this client does not use it.
@@ -550,7 +621,7 @@ class GatewayClient:
         """
         rid = _request_id(request_id)
         started = time.perf_counter()
-        messages = _upload_messages(chunks, disease, total_size_bytes)
+        messages = _upload_messages(chunks, disease, total_size_bytes, preview_size_px)
         timeout = timeout_s or self.config.series_timeout_s
         response = self._call("AnalyzeSeries", self._series.AnalyzeSeries, messages, timeout, rid)
         timings = response.timings
@@ -565,6 +636,7 @@ class GatewayClient:
                         SliceScore(s.model_name, _probability(s.probability))
                         for s in finding.model_scores
                     ),
+                    images=tuple(_slice_image(image) for image in finding.images),
                 )
                 for finding in response.slices
             ),
@@ -575,6 +647,35 @@ class GatewayClient:
             upload_ms=timings.upload_ms,
             prepare_ms=timings.prepare_ms,
             model_ms=timings.model_ms,
+            request_id=rid,
+            elapsed_ms=_elapsed_ms(started),
+            study=_study(response.study),
+            previews=tuple(response.preview_png),
+        )
+
+    def inspect_series(
+        self,
+        *,
+        chunks: Iterable[bytes],
+        disease: str,
+        total_size_bytes: int = 0,
+        preview_size_px: int = 0,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> SeriesInspection:
+        """Streams a series zip like `analyze_series` and returns what the service would read.
+
+        The service validates the whole study (the same refusals as AnalyzeSeries:
+        INVALID_ARGUMENT with a reason such as SERIES_LAYOUT) without running the models.
+        """
+        rid = _request_id(request_id)
+        started = time.perf_counter()
+        messages = _upload_messages(chunks, disease, total_size_bytes, preview_size_px)
+        timeout = timeout_s or self.config.series_timeout_s
+        response = self._call("InspectSeries", self._series.InspectSeries, messages, timeout, rid)
+        return SeriesInspection(
+            study=_study(response.study),
+            previews=tuple(response.preview_png),
             request_id=rid,
             elapsed_ms=_elapsed_ms(started),
         )
@@ -685,21 +786,64 @@ class GatewayClient:
 
 
 def file_chunks(stream: IO[bytes], chunk_bytes: int = SERIES_CHUNK_BYTES) -> Iterator[bytes]:
-    """Yields a binary file's content in chunks, for `analyze_series`."""
+    """Yields a binary file's content in chunks, for `analyze_series` and `inspect_series`."""
     while chunk := stream.read(chunk_bytes):
         yield chunk
 
 
 def _upload_messages(
-    chunks: Iterable[bytes], disease: str, total_size_bytes: int
+    chunks: Iterable[bytes], disease: str, total_size_bytes: int, preview_size_px: int = 0
 ) -> Iterator[series_analysis_service_pb2.AnalyzeSeriesRequest]:
     pb = series_analysis_service_pb2
     yield pb.AnalyzeSeriesRequest(
-        metadata=pb.SeriesUploadMetadata(disease=disease, total_size_bytes=total_size_bytes)
+        metadata=pb.SeriesUploadMetadata(
+            disease=disease, total_size_bytes=total_size_bytes, preview_size_px=preview_size_px
+        )
     )
     for chunk in chunks:
         if chunk:
             yield pb.AnalyzeSeriesRequest(chunk_data=chunk)
+
+
+def _slice_image(image: series_analysis_service_pb2.SliceImage) -> SliceImage:
+    return SliceImage(
+        phase=image.phase,
+        sop_instance_uid=image.sop_instance_uid,
+        instance_number=image.instance_number if image.HasField("instance_number") else None,
+        position_mm=round(image.position_mm, 3) if image.HasField("position_mm") else None,
+    )
+
+
+def _study(study: series_analysis_service_pb2.StudySummary) -> StudySummary:
+    return StudySummary(
+        study_instance_uid=study.study_instance_uid,
+        phases=tuple(
+            SelectedPhase(
+                phase=p.phase,
+                series_instance_uid=p.series_instance_uid,
+                series_description=p.series_description,
+                series_number=p.series_number if p.HasField("series_number") else None,
+                temporal_position=p.temporal_position if p.HasField("temporal_position") else None,
+                image_count=p.image_count,
+            )
+            for p in study.phases
+        ),
+        unused_series=tuple(
+            UnusedSeries(
+                series_instance_uid=u.series_instance_uid,
+                series_description=u.series_description,
+                series_number=u.series_number if u.HasField("series_number") else None,
+                modality=u.modality,
+                image_count=u.image_count,
+                reason=u.reason,
+            )
+            for u in study.unused_series
+        ),
+        skipped_files=tuple(SkippedFile(f.path, f.reason) for f in study.skipped_files),
+        slice_count=study.slice_count,
+        ordered_by=study.ordered_by,
+        selected_by=study.selected_by,
+    )
 
 
 def _description(info: model_info_pb2.ModelInfo) -> ModelDescription:

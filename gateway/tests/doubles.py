@@ -73,23 +73,30 @@ class FakeSeries(series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer)
     """Counts the chunks it reads; refuses uploads announced as larger than max_size_bytes.
 
     With fail_after_first_chunk, it answers UNAVAILABLE once the first chunk arrived.
-    `completed` counts the uploads it analysed to the end.
+    `completed` counts the uploads it analysed (or inspected) to the end; `methods` names
+    the method of every call it took.
     """
 
     max_size_bytes: int = 1_000_000
     fail_after_first_chunk: bool = False
     calls: int = 0
     completed: int = 0
+    methods: list[str] = field(default_factory=list)
+    time_remaining: list[float | None] = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
     first_chunk: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def AnalyzeSeries(
+    async def _read(
         self,
+        method: str,
         request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
         context: Any,
-    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+    ) -> str:
+        """Reads an upload to its end as the MRI service does; returns its disease."""
         self.calls += 1
+        self.methods.append(method)
+        self.time_remaining.append(context.time_remaining())
         disease = ""
         try:
             async for message in request_iterator:
@@ -107,8 +114,28 @@ class FakeSeries(series_analysis_service_pb2_grpc.SeriesAnalysisServiceServicer)
             self.cancelled.set()
             raise
         self.completed += 1
+        return disease
+
+    async def AnalyzeSeries(
+        self,
+        request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
+        context: Any,
+    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+        disease = await self._read("AnalyzeSeries", request_iterator, context)
         return series_analysis_service_pb2.AnalyzeSeriesResponse(
             disease=disease, slice_count=len(self.chunks), model_name="fake-series"
+        )
+
+    async def InspectSeries(
+        self,
+        request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
+        context: Any,
+    ) -> series_analysis_service_pb2.InspectSeriesResponse:
+        await self._read("InspectSeries", request_iterator, context)
+        return series_analysis_service_pb2.InspectSeriesResponse(
+            study=series_analysis_service_pb2.StudySummary(
+                study_instance_uid="1.2.3", slice_count=len(self.chunks)
+            )
         )
 
     async def GetSeriesModelInfo(

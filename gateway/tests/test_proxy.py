@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -196,14 +197,35 @@ def chunk(data: bytes) -> series_analysis_service_pb2.AnalyzeSeriesRequest:
     return series_analysis_service_pb2.AnalyzeSeriesRequest(chunk_data=data)
 
 
-async def test_it_streams_series_chunks_through_as_they_arrive(tmp_path: Path) -> None:
+# The two client-streaming methods take the same upload and go through one proxy path;
+# every upload test runs for both.
+UPLOADS = ("AnalyzeSeries", "InspectSeries")
+Answer = (
+    series_analysis_service_pb2.AnalyzeSeriesResponse
+    | series_analysis_service_pb2.InspectSeriesResponse
+)
+
+
+def upload_call(channel: grpc.aio.Channel, method: str) -> Any:
+    """Returns the stub's multi-callable of an upload method (AnalyzeSeries or InspectSeries)."""
+    return getattr(series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel), method)
+
+
+def chunks_seen(answer: Answer) -> int:
+    """Returns how many chunks the fake upstream counted, from either method's answer."""
+    if isinstance(answer, series_analysis_service_pb2.InspectSeriesResponse):
+        return answer.study.slice_count
+    return answer.slice_count
+
+
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_streams_series_chunks_through_as_they_arrive(tmp_path: Path, method: str) -> None:
     mri = FakeSeries()
     async with (
         upstream(mri) as m,
         gateway(gateway_settings(tmp_path, ROUTES=f"mri=series@{m}")) as channel,
     ):
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
-        call = stub.AnalyzeSeries(timeout=10)
+        call = upload_call(channel, method)(timeout=10)
         await call.write(metadata_message("mri"))
         await call.write(chunk(b"first"))
         # The upstream must have the first chunk while the client still holds the second.
@@ -211,19 +233,58 @@ async def test_it_streams_series_chunks_through_as_they_arrive(tmp_path: Path) -
         await call.write(chunk(b"second"))
         await call.done_writing()
         response = await call
-    assert response.slice_count == 2
+    assert chunks_seen(response) == 2
     assert mri.chunks == [b"first", b"second"]
 
 
-async def test_it_passes_a_series_refusal_through_mid_upload(tmp_path: Path) -> None:
+async def test_each_upload_method_reaches_the_upstreams_method_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    mri = FakeSeries()
+    async with (
+        upstream(mri) as m,
+        gateway(gateway_settings(tmp_path, ROUTES=f"mri=series@{m}")) as channel,
+    ):
+        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
+        upload = [metadata_message("mri"), chunk(b"zip")]
+        inspected = await stub.InspectSeries(iter(upload), timeout=10)
+        analysed = await stub.AnalyzeSeries(iter(upload), timeout=10)
+    assert mri.methods == ["InspectSeries", "AnalyzeSeries"]
+    assert inspected.study.study_instance_uid == "1.2.3"
+    assert analysed.model_name == "fake-series"
+
+
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_gives_an_upload_the_series_deadline_capped(tmp_path: Path, method: str) -> None:
+    mri = FakeSeries()
+    async with upstream(mri) as m:
+        settings = gateway_settings(
+            tmp_path,
+            ROUTES=f"mri=series@{m}",
+            SERIES_DEADLINE_SECONDS="40",
+            MAX_DEADLINE_SECONDS="60",
+        )
+        async with gateway(settings) as channel:
+            call = upload_call(channel, method)
+            upload = [metadata_message("mri"), chunk(b"zip")]
+            await call(iter(upload))
+            await call(iter(upload), timeout=5)
+            await call(iter(upload), timeout=100)
+    without, with_deadline, too_long = mri.time_remaining
+    assert without is not None and 39 < without <= 40.1
+    assert with_deadline is not None and 4 < with_deadline <= 5.1
+    assert too_long is not None and 59 < too_long <= 60.1
+
+
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_passes_a_series_refusal_through_mid_upload(tmp_path: Path, method: str) -> None:
     async with (
         upstream(FakeSeries(max_size_bytes=5)) as m,
         gateway(gateway_settings(tmp_path, ROUTES=f"mri=series@{m}")) as channel,
     ):
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
 
-        async def upload() -> series_analysis_service_pb2.AnalyzeSeriesResponse:
-            call = stub.AnalyzeSeries(timeout=10)
+        async def upload() -> Answer:
+            call = upload_call(channel, method)(timeout=10)
             status = FirstStatus()  # a client needs it too: grpc/grpc#36066
             call.add_done_callback(status)
             try:
@@ -234,9 +295,10 @@ async def test_it_passes_a_series_refusal_through_mid_upload(tmp_path: Path) -> 
             except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 pass  # a write after the refusal fails; the call's status says why
             try:
-                return await call
+                answer: Answer = await call
             except grpc.aio.AioRpcError as error:
                 raise status.server_error(error) from None
+            return answer
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await upload()
@@ -245,39 +307,64 @@ async def test_it_passes_a_series_refusal_through_mid_upload(tmp_path: Path) -> 
     assert error_reason(caught.value) == "SERIES_INVALID"
 
 
+@pytest.mark.parametrize("method", UPLOADS)
 async def test_it_refuses_a_series_upload_that_does_not_start_with_metadata(
-    tmp_path: Path,
+    tmp_path: Path, method: str
 ) -> None:
     settings = gateway_settings(tmp_path, ROUTES=f"mri=series@127.0.0.1:{closed_port()}")
     async with gateway(settings) as channel:
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.AnalyzeSeries(iter([chunk(b"zip")]))
+            await upload_call(channel, method)(iter([chunk(b"zip")]))
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await upload_call(channel, method)(iter([]))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == f"the first message of {method} must carry the upload metadata"
+    assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert empty.value.details() == f"{method} needs the upload metadata as its first message"
 
 
+@pytest.mark.parametrize("method", UPLOADS)
 async def test_it_answers_unavailable_quickly_for_a_series_when_the_service_is_down(
-    tmp_path: Path,
+    tmp_path: Path, method: str
 ) -> None:
     settings = gateway_settings(tmp_path, ROUTES=f"mri=series@127.0.0.1:{closed_port()}")
     async with gateway(settings) as channel:
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.AnalyzeSeries(iter([metadata_message("mri"), chunk(b"zip")]), timeout=10)
+            await upload_call(channel, method)(
+                iter([metadata_message("mri"), chunk(b"zip")]), timeout=10
+            )
         elapsed = time.monotonic() - started
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert elapsed < 1.0
+    assert "127.0.0.1" not in (caught.value.details() or "")
+    assert error_reason(caught.value) == "BACKEND_UNAVAILABLE"
 
 
-async def test_it_cancels_the_upstream_upload_when_the_client_gives_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_answers_not_found_for_an_upload_of_an_unknown_disease(
+    tmp_path: Path, method: str
+) -> None:
+    settings = gateway_settings(tmp_path, ROUTES=f"mri=series@127.0.0.1:{closed_port()}")
+    async with gateway(settings) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await upload_call(channel, method)(
+                iter([metadata_message("lung"), chunk(b"zip")]), timeout=10
+            )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(caught.value) == "DISEASE_UNKNOWN"
+
+
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_cancels_the_upstream_upload_when_the_client_gives_up(
+    tmp_path: Path, method: str
+) -> None:
     mri = FakeSeries()
     async with (
         upstream(mri) as m,
         gateway(gateway_settings(tmp_path, ROUTES=f"mri=series@{m}")) as channel,
     ):
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
-        call = stub.AnalyzeSeries(timeout=10)
+        call = upload_call(channel, method)(timeout=10)
         await call.write(metadata_message("mri"))
         await call.write(chunk(b"first"))
         await asyncio.wait_for(mri.first_chunk.wait(), timeout=5)
@@ -286,33 +373,38 @@ async def test_it_cancels_the_upstream_upload_when_the_client_gives_up(tmp_path:
     assert mri.completed == 0
 
 
-async def test_it_never_retries_a_series_upload_once_a_chunk_went_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", UPLOADS)
+async def test_it_never_retries_a_series_upload_once_a_chunk_went_out(
+    tmp_path: Path, method: str
+) -> None:
     alice, bob = FakeSeries(fail_after_first_chunk=True), FakeSeries(fail_after_first_chunk=True)
     async with (
         upstream(alice) as a,
         upstream(bob) as b,
         gateway(gateway_settings(tmp_path, ROUTES=f"mri=series@{a},{b}")) as channel,
     ):
-        stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.AnalyzeSeries(iter([metadata_message("mri"), chunk(b"zip")]), timeout=10)
+            await upload_call(channel, method)(
+                iter([metadata_message("mri"), chunk(b"zip")]), timeout=10
+            )
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "the model went away"
     assert alice.calls + bob.calls == 1
 
 
+@pytest.mark.parametrize("method", UPLOADS)
 async def test_it_opens_a_series_upload_on_the_next_replica_when_one_is_down(
-    tmp_path: Path,
+    tmp_path: Path, method: str
 ) -> None:
     mri = FakeSeries()
     async with upstream(mri) as m:
         routes = f"mri=series@127.0.0.1:{closed_port()},{m}"
         async with gateway(gateway_settings(tmp_path, ROUTES=routes)) as channel:
-            stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
             for _ in range(3):
                 upload = iter([metadata_message("mri"), chunk(b"zip")])
-                await stub.AnalyzeSeries(upload, timeout=10)
+                await upload_call(channel, method)(upload, timeout=10)
     assert mri.calls == 3
+    assert mri.methods == [method] * 3
 
 
 async def test_it_reaches_upstreams_over_mutual_tls(tmp_path: Path) -> None:

@@ -78,6 +78,91 @@ def test_the_strip_wraps_long_series_with_a_ruler_per_block() -> None:
     assert lines[3].index("^") == len("scantype  ") + 12
 
 
+def study() -> pb.StudySummary:
+    return pb.StudySummary(
+        study_instance_uid="1.2.3",
+        phases=[
+            pb.SelectedPhase(
+                phase=phase,
+                series_instance_uid=f"1.2.3.{number}",
+                series_description=f"dyn {phase}",
+                series_number=number,
+                image_count=3,
+            )
+            for number, phase in enumerate(("pre", "1st_pass", "2nd_pass", "3rd_pass"), start=5)
+        ],
+        unused_series=[
+            pb.UnusedSeries(
+                series_instance_uid="1.2.3.1",
+                series_description="localizer",
+                series_number=1,
+                modality="MR",
+                image_count=3,
+                reason="a localiser",
+            ),
+            pb.UnusedSeries(series_instance_uid="1.2.3.99", modality="SR", reason="not an image"),
+        ],
+        skipped_files=[
+            pb.SkippedFile(path=f"notes/{i}.txt", reason="not a DICOM file") for i in range(22)
+        ],
+        slice_count=3,
+        ordered_by="position",
+        selected_by="series",
+    )
+
+
+def with_images(answer: pb.AnalyzeSeriesResponse) -> pb.AnalyzeSeriesResponse:
+    for finding in answer.slices:
+        finding.images.append(
+            pb.SliceImage(
+                phase="pre",
+                sop_instance_uid=f"1.2.3.5.{finding.slice_index}",
+                instance_number=40 - finding.slice_index,
+            )
+        )
+        finding.images.append(
+            pb.SliceImage(phase="1st_pass", sop_instance_uid="1.2.3.6.0", instance_number=7)
+        )
+    answer.study.CopyFrom(study())
+    return answer
+
+
+def test_each_flagged_slice_is_named_by_its_index_and_its_instance_number() -> None:
+    answer = with_images(response([0.9, 0.9, 0.1], [0.9, 0.8, 0.2], [0, 1]))
+    answer.slices[1].images[0].ClearField("instance_number")
+    text = format_analysis("case.zip", answer)
+    lines = text.splitlines()
+    start = lines.index(
+        "flagged slices (index from 0, then the pre-contrast image's number and UID):"
+    )
+    assert lines[start + 1 : start + 4] == [
+        "  slice 0  InstanceNumber 40  single 0.90  scantype 0.90  1.2.3.5.0",
+        "  slice 1  no InstanceNumber  single 0.90  scantype 0.80  1.2.3.5.1",
+        "",
+    ]
+
+
+def test_the_summary_lists_the_selected_and_unused_series_and_the_skipped_files() -> None:
+    lines = format_analysis(
+        "case.zip", with_images(response([0.1] * 3, [0.1] * 3, []))
+    ).splitlines()
+    assert "flagged slices" not in "\n".join(lines)
+    start = lines.index("study 1.2.3 (phases by series, slices by position)")
+    assert lines[start + 1 : start + 9] == [
+        "selected series:",
+        "  pre       #5  dyn pre       3 images",
+        "  1st_pass  #6  dyn 1st_pass  3 images",
+        "  2nd_pass  #7  dyn 2nd_pass  3 images",
+        "  3rd_pass  #8  dyn 3rd_pass  3 images",
+        "unused series:",
+        "  #1  localizer         MR, 3 files  a localiser",
+        "  #-  (no description)  SR, 0 files  not an image",
+    ]
+    skipped = lines.index("skipped files (22):")
+    assert lines[skipped + 1] == "  notes/0.txt: not a DICOM file"
+    assert lines[skipped + 21] == "  … and 2 more"
+
+
 def test_flagged_slices_read_as_ranges() -> None:
     assert format_ranges([3, 4, 5, 9, 11, 12]) == "3-5, 9, 11-12"
     assert format_ranges([]) == ""

@@ -361,8 +361,10 @@ def instance_number_tag(name: str, ds: Dataset) -> int | None:
     return integer_tag(name, ds, "InstanceNumber")
 
 
-def _image_size(name: str, ds: Dataset, limits: IngestLimits) -> tuple[int, int]:
-    rows, columns = integer_tag(name, ds, "Rows"), integer_tag(name, ds, "Columns")
+def check_image_size(
+    name: str, rows: int | None, columns: int | None, limits: IngestLimits
+) -> tuple[int, int]:
+    """Returns (rows, columns), refusing a file that declares none or one over the cap."""
     if rows is None or columns is None or rows < 1 or columns < 1:
         raise _refuse(
             f"entry {show(name)} declares no image size (Rows and Columns); "
@@ -375,6 +377,13 @@ def _image_size(name: str, ds: Dataset, limits: IngestLimits) -> tuple[int, int]
             f"{limits.max_image_side} pixels a side are accepted",
             "SERIES_IMAGE_TOO_LARGE",
         )
+    return rows, columns
+
+
+def _image_size(name: str, ds: Dataset, limits: IngestLimits) -> tuple[int, int]:
+    rows, columns = check_image_size(
+        name, integer_tag(name, ds, "Rows"), integer_tag(name, ds, "Columns"), limits
+    )
     if (integer_tag(name, ds, "SamplesPerPixel") or 1) != 1:
         raise _refuse(
             f"entry {show(name)} is a colour image; MRI slices must be greyscale",

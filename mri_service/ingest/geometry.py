@@ -19,6 +19,7 @@ import numpy as np
 from mri_service import domain
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
+from mri_service.ingest.dicom import check_image_size
 from mri_service.ingest.limits import IngestLimits
 from mri_service.ingest.selection import Candidate, describe
 from mri_service.ingest.study import InstanceHeader, Phase
@@ -99,27 +100,11 @@ def _refuse_same_images(candidates: Sequence[Candidate], labels: Sequence[str]) 
             )
 
 
-def _check_image_size(header: InstanceHeader, limits: IngestLimits) -> None:
-    rows, columns = header.rows, header.columns
-    if rows is None or columns is None or rows < 1 or columns < 1:
-        raise _refuse(
-            f"entry {show(header.entry)} declares no image size (Rows and Columns); "
-            "export the series again",
-            "SERIES_BAD_HEADER",
-        )
-    if max(rows, columns) > limits.max_image_side:
-        raise _refuse(
-            f"entry {show(header.entry)} declares {rows}x{columns} pixels; at most "
-            f"{limits.max_image_side} pixels a side are accepted",
-            "SERIES_IMAGE_TOO_LARGE",
-        )
-
-
 def _ordered(
     images: Sequence[InstanceHeader], label: str, by_position: bool, limits: IngestLimits
 ) -> tuple[InstanceHeader, ...]:
     for header in images:
-        _check_image_size(header, limits)
+        check_image_size(header.entry, header.rows, header.columns, limits)
     first = images[0]
     for header in images:
         if (header.rows, header.columns) != (first.rows, first.columns):

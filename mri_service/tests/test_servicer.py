@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -32,7 +31,8 @@ from mri_service.model import SliceClassifier
 from mri_service.model_card import ModelCard, weights_file
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 from mri_service.servicer import MriSeriesServicer, binding
-from servicekit.backend import Backend, ModelInfo
+from mri_service.tests.doubles import MeanBackend, mean_backends
+from servicekit.backend import Backend
 from servicekit.errors import BackendUnavailable
 from servicekit.server import Server
 from servicekit.settings import ServerSettings
@@ -56,46 +56,8 @@ def card(**changes: object) -> ModelCard:
     return ModelCard(**fields)  # type: ignore[arg-type]
 
 
-class MeanBackend:
-    """A backend double: a slice's probability is its mean intensity / 255; can fail or hold."""
-
-    def __init__(self, channels: int) -> None:
-        self.channels = channels
-        self.batch_sizes: list[int] = []
-        self.error: Exception | None = None
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def load(self) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return True
-
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=f"double-{self.channels}",
-            version="3",
-            labels=("tumour",),
-            input_height_px=INPUT_SIZE,
-            input_width_px=INPUT_SIZE,
-            input_channels=self.channels,
-            backend="double",
-            demo_model=True,
-        )
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        self.gate.wait(10)
-        if self.error is not None:
-            raise self.error
-        if batch.shape[0] > 1:  # the warm-up batch is one blank slice
-            self.batch_sizes.append(batch.shape[0])
-        scores: np.ndarray = batch.mean(axis=(1, 2, 3)) / 255.0
-        return scores.reshape(-1, 1).astype(np.float32)
-
-
 def doubles() -> dict[str, MeanBackend]:
-    return {name: MeanBackend(domain.MODEL_CHANNELS[name]) for name in domain.MODEL_NAMES}
+    return mean_backends(INPUT_SIZE)
 
 
 @asynccontextmanager

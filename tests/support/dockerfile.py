@@ -19,8 +19,8 @@ from medimg_cli.components import Component, discover_plugins
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 RUNTIME_USER = "10001:10001"
 VENV = "/opt/venv"
-# COPY sources that another issue is writing (the web tier, issue 5).
-PENDING_SOURCES = ("web",)
+# COPY sources that another issue is writing (none now: the web tier has landed).
+PENDING_SOURCES: tuple[str, ...] = ()
 # A torch requirement (not torch-model-archiver, not torchvision).
 TORCH = re.compile(r"torch(\[[^\]]*\])?([=<>~!].*)?")
 # What every component image copies besides its own package: the project's metadata, the

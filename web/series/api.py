@@ -18,16 +18,84 @@ from web.api.serializers import error_responses
 from web.core.context_processors import DEMO_MODEL_WARNING
 from web.series import selectors, services
 from web.series.models import SeriesJob
+from web.series.study import ORDERED_BY, PHASE_LABELS, SELECTED_BY, instance_number
 
 SERIES = ["series"]
 
 
-class SliceSerializer(serializers.Serializer[dict[str, Any]]):
-    """One slice's finding: flagged or not, and each model's probability."""
+class SliceImageSerializer(serializers.Serializer[dict[str, Any]]):
+    """The DICOM image that shows a slice in one phase, to find it in a PACS or viewer."""
 
-    index = serializers.IntegerField()
+    phase = serializers.ChoiceField(choices=list(PHASE_LABELS))
+    sop_instance_uid = serializers.CharField()
+    instance_number = serializers.IntegerField(allow_null=True)
+    position_mm = serializers.FloatField(
+        allow_null=True, help_text="Position along the slice normal, when the headers give it."
+    )
+
+
+class SliceSerializer(serializers.Serializer[dict[str, Any]]):
+    """One slice's finding: flagged or not, each model's probability, its image per phase."""
+
+    index = serializers.IntegerField(help_text="Index in anatomical order, from 0.")
+    instance_number = serializers.SerializerMethodField()
     positive = serializers.BooleanField()
     scores = serializers.DictField(child=serializers.FloatField())
+    images = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_instance_number(self, finding: dict[str, Any]) -> int | None:
+        """Returns the InstanceNumber of the slice's pre-contrast image, which names it."""
+        return instance_number(finding)
+
+    @extend_schema_field(SliceImageSerializer(many=True))
+    def get_images(self, finding: dict[str, Any]) -> list[dict[str, Any]]:
+        """Returns the slice's DICOM image in each phase (none for jobs analysed before)."""
+        return list(SliceImageSerializer(finding.get("images", []), many=True).data)
+
+
+class SelectedPhaseSerializer(serializers.Serializer[dict[str, Any]]):
+    """One phase the models read: the series (or temporal position) holding it."""
+
+    phase = serializers.ChoiceField(choices=list(PHASE_LABELS))
+    series_instance_uid = serializers.CharField()
+    series_description = serializers.CharField(allow_blank=True)
+    series_number = serializers.IntegerField(allow_null=True)
+    temporal_position = serializers.IntegerField(
+        allow_null=True,
+        help_text="From 1, inside a multiphase series; null for a series of its own.",
+    )
+    image_count = serializers.IntegerField()
+
+
+class UnusedSeriesSerializer(serializers.Serializer[dict[str, Any]]):
+    """A series of the study that the analysis does not read, and why."""
+
+    series_instance_uid = serializers.CharField()
+    series_description = serializers.CharField(allow_blank=True)
+    series_number = serializers.IntegerField(allow_null=True)
+    modality = serializers.CharField(allow_blank=True)
+    image_count = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class SkippedFileSerializer(serializers.Serializer[dict[str, Any]]):
+    """A file of the upload that is not part of the study, and why."""
+
+    path = serializers.CharField(help_text="Path inside the zip.")
+    reason = serializers.CharField()
+
+
+class StudySerializer(serializers.Serializer[dict[str, Any]]):
+    """What the upload holds and which of its series the models read."""
+
+    study_instance_uid = serializers.CharField()
+    phases = SelectedPhaseSerializer(many=True)
+    unused_series = UnusedSeriesSerializer(many=True)
+    skipped_files = SkippedFileSerializer(many=True)
+    slice_count = serializers.IntegerField(help_text="Slices of each phase.")
+    ordered_by = serializers.ChoiceField(choices=list(ORDERED_BY))
+    selected_by = serializers.ChoiceField(choices=list(SELECTED_BY))
 
 
 class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
@@ -41,6 +109,7 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
     slice_count = serializers.IntegerField()
     positive_slices = serializers.ListField(child=serializers.IntegerField())
     slices = SliceSerializer(many=True)
+    study = serializers.SerializerMethodField()
     model_name = serializers.CharField()
     model_version = serializers.CharField()
     demo_model = serializers.BooleanField()
@@ -50,6 +119,11 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     url = serializers.SerializerMethodField()
+
+    @extend_schema_field(StudySerializer(allow_null=True))
+    def get_study(self, job: SeriesJob) -> dict[str, Any] | None:
+        """Returns the study the analysis read (or will read); null when not known yet."""
+        return StudySerializer(job.study).data if job.study else None
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_notice(self, job: SeriesJob) -> str:
@@ -79,7 +153,8 @@ class SeriesCreateApi(ApiView):
 
         series = serializers.FileField(
             allow_empty_file=True,  # the service's own check says "empty" clearly
-            help_text="A zip of the series: pre/, 1st_pass/, 2nd_pass/, 3rd_pass/ DICOM files.",
+            help_text="A zip of one DICOM study in any folder layout (a PACS or CD export, a "
+            "TCIA download, or the folders pre/, 1st_pass/, 2nd_pass/, 3rd_pass/).",
             error_messages={"required": "Send the zip in the multipart field `series`."},
         )
 
@@ -107,7 +182,13 @@ class SeriesCreateApi(ApiView):
         responses={202: SeriesJobSerializer, **error_responses(400, 401, 413)},
     )
     def post(self, request: Request) -> Response:
-        """Queues the uploaded series; 202 with the job's id and status."""
+        """Queues the uploaded series; 202 with the job's id, status and the study it holds.
+
+        The MRI service checks the study first, without running its models: a series it
+        would refuse is 400 with its message (naming the offending entry or series) and
+        its reason, and nothing is kept. When it cannot be asked (the service is down or
+        busy), the series is queued unchecked (`study` null) and its analysis checks it.
+        """
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         series = data.validated_data["series"]

@@ -49,7 +49,9 @@ class SeriesJob(models.Model):
     zip_name = models.CharField(max_length=200)
     zip_bytes = models.PositiveBigIntegerField()
 
-    # Findings: [{"index": 0, "positive": false, "scores": {"single": 0.1, ...}}, ...].
+    # Findings: [{"index": 0, "positive": false, "scores": {"single": 0.1, ...},
+    #   "images": [{"phase": "pre", "sop_instance_uid": "1.2...", "instance_number": 1,
+    #               "position_mm": -40.0}, ...]}, ...], the images one per phase.
     slices = models.JSONField(default=list, blank=True)
     positive_slices = models.JSONField(default=list, blank=True)
     slice_count = models.PositiveIntegerField(default=0)
@@ -57,6 +59,11 @@ class SeriesJob(models.Model):
     model_name = models.CharField(max_length=200, blank=True)
     model_version = models.CharField(max_length=100, blank=True)
     demo_model = models.BooleanField(default=False)
+    # What the upload holds and which series the models read (web.series.study's shape):
+    # {"study_instance_uid", "phases": [...], "unused_series": [...], "skipped_files": [...],
+    #  "slice_count", "ordered_by", "selected_by"}. From the upload's InspectSeries, then
+    # from the analysis; {} while unknown (the upload could not be checked).
+    study = models.JSONField(default=dict, blank=True)
 
     request_id = models.CharField(max_length=128, blank=True)
     attempts = models.PositiveIntegerField(default=0)

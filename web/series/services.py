@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -22,13 +22,12 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from mri_service.ingest import IngestLimits, open_series
 from servicekit.request_context import accept_request_id, current_request_id
 from web import gateway_client
-from web.gateway_client import GatewayClient, GatewayError, SeriesAnalysis
+from web.gateway_client import GatewayClient, GatewayError, SeriesAnalysis, StudySummary
 from web.series.models import SeriesJob
 from web.series.storage import PARTIAL_DIR, THUMBNAIL_DIR, ZIP_DIR, private_dir, series_root
-from web.series.thumbnails import SeriesRejected, render_thumbnails
+from web.series.study import slice_images_json, study_json
 
 if TYPE_CHECKING:
     from web.accounts.models import User
@@ -48,6 +47,12 @@ PARTIAL_UPLOAD_TTL = timedelta(hours=24)
 PROGRESS_EVERY_S = 0.5
 # Share of the progress bar that sending the zip takes; the analysis takes the rest.
 SENDING_SHARE = 0.5
+# Side of each slice thumbnail, in pixels: the demo models' own input size. The MRI service
+# renders them (AnalyzeSeries' previews), so the series is decoded once, by the service.
+THUMBNAIL_PX = 128
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The disease every series job is for (SeriesJob.disease's default).
+SERIES_DISEASE = "mri"
 
 
 class UploadRefused(Exception):
@@ -210,7 +215,13 @@ def series_upload_check_declared(*, content_length: str | None) -> None:
         )
 
 
-def series_job_create(*, user: User, upload: IO[bytes], size: int | None = None) -> SeriesJob:
+def series_job_create(
+    *,
+    user: User,
+    upload: IO[bytes],
+    size: int | None = None,
+    gateway: GatewayClient | None = None,
+) -> SeriesJob:
     """Stores a whole uploaded zip (form or API) and queues its job; see series_chunk_append.
 
     `size` is the uploaded file's size where known (Django's UploadedFile.size): an empty
@@ -227,7 +238,7 @@ def series_job_create(*, user: User, upload: IO[bytes], size: int | None = None)
             upload.seek(0)
             _copy(upload, stored, limit=settings.WEB_MAX_SERIES_BYTES)
         _check_total(path.stat().st_size)
-        return series_job_create_from_file(user=user, path=path)
+        return series_job_create_from_file(user=user, path=path, gateway=gateway)
     except UploadRefused as refused:
         if refused.reason == "UPLOAD_CHUNK":  # over the cap while copying
             refused = UploadRefused(
@@ -259,35 +270,52 @@ def _check_zip(path: Path) -> None:
         )
 
 
-def _ingest_limits() -> IngestLimits:
-    """Returns the MRI service's caps, with the web tier's own byte cap on the upload."""
-    return IngestLimits(max_upload_bytes=settings.WEB_MAX_SERIES_BYTES)
+def _check_series(path: Path, size: int, gateway: GatewayClient | None) -> StudySummary | None:
+    """Asks the MRI service, through the gateway's InspectSeries, whether it takes the zip.
 
-
-def _check_series(path: Path) -> None:
-    """Checks the zip's structure and every DICOM header as the MRI service will, no pixels.
-
-    A hostile or malformed series (unsafe names, links, nested archives, bombs, a missing
-    phase, a file that is not DICOM, a truncated zip) is refused here with the service's
-    own message, which names the offending entry.
+    The service checks the upload exactly as its analysis will (the archive, every DICOM
+    header, the selection of the contrast phases) without running the models, so a
+    hostile or unusable series is refused before any job exists, with the service's own
+    message, which names the offending entry or series. That refusal (INVALID_ARGUMENT)
+    is UploadRefused, 400. Any other failure (the gateway or the service down, busy,
+    slow, not routing the disease) cannot say the series is bad: like a skin photo that
+    the gateway could not diagnose, the upload is kept, so this returns None and the job
+    is queued unchecked; its AnalyzeSeries checks the series again and refuses it then.
     """
+    client = gateway or gateway_client.get_gateway()
     try:
-        open_series(path, _ingest_limits())
-    except SeriesRejected as rejected:
-        raise UploadRefused(rejected.message, http_status=400, reason=rejected.reason) from None
+        with path.open("rb") as stored:
+            inspection = client.inspect_series(
+                chunks=gateway_client.file_chunks(stored),
+                disease=SERIES_DISEASE,
+                total_size_bytes=size,
+                preview_size_px=0,  # the previews come with the analysis
+            )
+    except GatewayError as error:
+        if error.code == "INVALID_ARGUMENT":
+            reason = error.reason or "SERIES_INVALID"
+            raise UploadRefused(error.message, http_status=400, reason=reason) from None
+        logger.warning(
+            "series upload not checked (%s): queued for the analysis to check", error.code
+        )
+        return None
+    return inspection.study
 
 
-def series_job_create_from_file(*, user: User, path: Path) -> SeriesJob:
+def series_job_create_from_file(
+    *, user: User, path: Path, gateway: GatewayClient | None = None
+) -> SeriesJob:
     """Moves a complete upload into private storage and queues its job; the caller's file goes.
 
     Refuses (UploadRefused, no row, no file) an empty file, one over the cap, one that is
-    not a zip, or a zip that is not a series the MRI service would accept (checked without
-    decoding pixels; the message names the offending entry).
+    not a zip, or a zip that the MRI service says it would refuse (see _check_series:
+    the message names the offending entry). The study the service found is stored with
+    the job, so its page shows the selected series before the analysis has run.
     """
     size = path.stat().st_size
     _check_total(size)
     _check_zip(path)
-    _check_series(path)
+    study = _check_series(path, size, gateway)
     job_id = uuid.uuid4()
     zip_name = f"{ZIP_DIR}/{job_id.hex}.zip"
     target = private_dir(ZIP_DIR) / f"{job_id.hex}.zip"
@@ -297,15 +325,18 @@ def series_job_create_from_file(*, user: User, path: Path) -> SeriesJob:
             job = SeriesJob.objects.create(
                 id=job_id,
                 user=user,
+                disease=SERIES_DISEASE,
                 zip_name=zip_name,
                 zip_bytes=size,
+                study=study_json(study) if study is not None else {},
                 request_id=accept_request_id(current_request_id()),
             )
             transaction.on_commit(_notify_worker)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    logger.info("series job %s queued (%d bytes)", job.pk, size)
+    checked = "checked" if study is not None else "not checked"
+    logger.info("series job %s queued (%d bytes, %s)", job.pk, size, checked)
     return job
 
 
@@ -441,6 +472,9 @@ class _Sent:
 def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> SeriesJob:
     """Streams a claimed job's zip to the gateway, then records the findings and thumbnails.
 
+    The analysis also returns the study it read and a THUMBNAIL_PX preview of every
+    pre-contrast slice, which become the viewer's thumbnails.
+
     The call runs in a helper thread while this thread writes the progress and the
     heartbeat to the row, so every database write stays in the worker's own thread.
     A gateway failure becomes the job's error (INVALID_ARGUMENT shows the service's
@@ -457,6 +491,7 @@ def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> S
                 chunks=sent.chunks(stored),
                 disease=job.disease,
                 total_size_bytes=job.zip_bytes,
+                preview_size_px=THUMBNAIL_PX,
                 request_id=job.request_id or None,
             )
             result = _await(future.result, lambda: _beat(job, sent.count))
@@ -465,7 +500,7 @@ def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> S
     except FileNotFoundError:
         return _fail(job, "DATA_LOSS", "The stored series is gone; upload it again.", False)
     job.timings = {"call_ms": round((time.perf_counter() - started) * 1000, 3)}
-    return series_job_record(job=job, result=result, zip_path=zip_path)
+    return series_job_record(job=job, result=result)
 
 
 def _await(result: Callable[..., SeriesAnalysis], beat: Callable[[], None]) -> SeriesAnalysis:
@@ -487,13 +522,18 @@ def _beat(job: SeriesJob, sent: int) -> None:
     )
 
 
-def series_job_record(*, job: SeriesJob, result: SeriesAnalysis, zip_path: Path) -> SeriesJob:
-    """Records the findings, renders the viewer's thumbnails and marks the job done."""
+def series_job_record(*, job: SeriesJob, result: SeriesAnalysis) -> SeriesJob:
+    """Records the findings, the study and the thumbnails, and marks the job done.
+
+    Each slice keeps its DICOM image in every phase (SOPInstanceUID, InstanceNumber,
+    position), so a flagged slice can be found in a PACS or viewer.
+    """
     job.slices = [
         {
             "index": finding.slice_index,
             "positive": finding.positive,
             "scores": {s.model_name: s.probability for s in finding.scores},
+            "images": slice_images_json(finding.images),
         }
         for finding in sorted(result.slices, key=lambda f: f.slice_index)
     ]
@@ -502,6 +542,7 @@ def series_job_record(*, job: SeriesJob, result: SeriesAnalysis, zip_path: Path)
     job.model_name, job.model_version = result.model_name, result.model_version
     job.demo_model = result.demo_model
     job.request_id = result.request_id
+    job.study = study_json(result.study) or job.study
     job.timings = {
         **job.timings,
         "upload_ms": result.upload_ms,
@@ -512,7 +553,7 @@ def series_job_record(*, job: SeriesJob, result: SeriesAnalysis, zip_path: Path)
     SeriesJob.objects.filter(pk=job.pk).update(
         stage=SeriesJob.Stage.THUMBNAILS, progress=0.95, heartbeat_at=timezone.now()
     )
-    job.thumbnail_count = _store_thumbnails(job, zip_path)
+    job.thumbnail_count = _store_thumbnails(job, result.previews)
     job.status, job.stage, job.progress = SeriesJob.Status.DONE, SeriesJob.Stage.FINISHED, 1.0
     job.error_code = job.error_message = ""
     job.retryable = False
@@ -522,20 +563,22 @@ def series_job_record(*, job: SeriesJob, result: SeriesAnalysis, zip_path: Path)
     return job
 
 
-def _store_thumbnails(job: SeriesJob, zip_path: Path) -> int:
-    """Stores one PNG per slice; returns how many (0 if they could not be made)."""
-    try:
-        images = render_thumbnails(zip_path=zip_path)
-    except (SeriesRejected, OSError, ValueError):
-        logger.exception("series job %s: thumbnails could not be rendered", job.pk)
+def _store_thumbnails(job: SeriesJob, previews: Sequence[bytes]) -> int:
+    """Stores the service's previews, one PNG per slice; returns how many (0 for none).
+
+    They are served as image/png to the owner, so anything that is not a PNG keeps the
+    whole set out (the viewer then shows the slices without images).
+    """
+    if not all(image.startswith(PNG_SIGNATURE) for image in previews):
+        logger.error("series job %s: the previews are not all PNG; none stored", job.pk)
         return 0
     folder = private_dir(THUMBNAIL_DIR) / job.pk.hex
     folder.mkdir(mode=0o700, exist_ok=True)
-    for index, image in enumerate(images):
+    for index, image in enumerate(previews):
         target = folder / f"{index}.png"
         target.write_bytes(image)
         target.chmod(0o600)
-    return len(images)
+    return len(previews)
 
 
 def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:

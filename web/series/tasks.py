@@ -11,6 +11,7 @@ import logging
 import uuid
 
 from celery import Task
+from django.db import OperationalError
 
 from web.config.celery import app
 from web.series import services
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 RECHECK_S = services.STALE_HEARTBEAT.total_seconds()
 MAX_RECHECKS = services.MAX_ATTEMPTS + 2
 SWEEP_BATCH = 200
+DATABASE_RETRY_S = 1.0
 
 
 @app.task(bind=True, name="series.process_job", max_retries=MAX_RECHECKS)
@@ -34,6 +36,21 @@ def series_job_process(self: Task[[str | None], str], job_id: str | None = None)
     still running under another worker is checked again later: if that worker was lost,
     its heartbeat goes stale and the recovery rule requeues the job for this task.
     """
+    try:
+        job = _claim(self, job_id)
+    except OperationalError:
+        # The claim is one atomic UPDATE: when the database refuses it for a moment
+        # (a locked SQLite table, PostgreSQL restarting), nothing changed; try again soon
+        # rather than leave the job to the next sweep.
+        logger.warning("series job %s: the database refused the claim; retrying", job_id)
+        raise self.retry(countdown=DATABASE_RETRY_S) from None
+    if job is None:
+        return "skipped"
+    return str(services.series_job_run(job=job).status)
+
+
+def _claim(task: Task[[str | None], str], job_id: str | None) -> SeriesJob | None:
+    """Returns the claimed job, None when there is nothing to claim; may ask for a recheck."""
     worker = f"celery:{worker_name()}"
     if job_id is None:
         job = services.series_job_claim(worker=worker)
@@ -44,10 +61,8 @@ def series_job_process(self: Task[[str | None], str], job_id: str | None = None)
             requeued, _failed = services.series_jobs_recover()
             job = services.series_job_claim_id(job_id=pk, worker=worker) if requeued else None
             if job is None and _running(pk):
-                raise self.retry(countdown=RECHECK_S)
-    if job is None:
-        return "skipped"
-    return str(services.series_job_run(job=job).status)
+                raise task.retry(countdown=RECHECK_S)
+    return job
 
 
 def _running(pk: uuid.UUID) -> bool:

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from web.core.users import signed_in_user
-from web.series import selectors, services
+from web.series import selectors, services, study
 from web.series.models import SeriesJob
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -173,12 +173,16 @@ def detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
                 for name, p in sorted(s["scores"].items())
             ],
             "has_thumbnail": s["index"] < job.thumbnail_count,
+            "instance_number": study.instance_number(s),
+            "label": study.slice_label(s),
         }
         for s in job.slices
     ]
     context = {
         "job": job,
         "slices": slices,
+        "flagged": [s["label"] for s in slices if s["positive"]],
+        "study": study.study_display(job.study),
         "plot": selectors.series_plot(job=job) if job.status == SeriesJob.Status.DONE else None,
         "ticks": plot_ticks(len(job.slices)),
     }

@@ -198,3 +198,19 @@ def smtp_server(settings: Settings) -> Iterator[SmtpServer]:
         yield SmtpServer(host="127.0.0.1", port=port, messages=received)
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="session")
+def series_gateway_address() -> Iterator[str]:
+    """Runs the real MRI servicer (model doubles) behind the real gateway for the session."""
+    from web.tests.series_stack import series_stack
+
+    with series_stack() as address:
+        yield address
+
+
+@pytest.fixture
+def series_gateway(series_gateway_address: str, settings: Settings) -> str:
+    """Points the web tier at the in-process gateway and MRI service; returns the address."""
+    settings.GATEWAY_ADDR = series_gateway_address
+    return series_gateway_address

@@ -92,3 +92,33 @@ def test_the_docs_page_serves_swagger_ui_from_local_static_files(db: None) -> No
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
     assert "cdn" not in page.lower() and "//unpkg" not in page
     assert f"{API}/schema/" in page
+
+
+def test_the_schema_describes_a_series_study_and_each_slices_dicom_images(
+    schema: dict[str, Any],
+) -> None:
+    components = schema["components"]["schemas"]
+    job = components["SeriesJob"]
+    assert "study" in job["required"] and job["properties"]["study"]["nullable"]
+    assert job["properties"]["study"]["allOf"] == [{"$ref": "#/components/schemas/Study"}]
+    study = components["Study"]
+    assert study["properties"]["phases"]["items"] == {"$ref": "#/components/schemas/SelectedPhase"}
+    assert study["properties"]["unused_series"]["items"] == {
+        "$ref": "#/components/schemas/UnusedSeries"
+    }
+    assert {"series_description", "series_number", "reason"} <= set(
+        components["UnusedSeries"]["required"]
+    )
+    assert {"path", "reason"} == set(components["SkippedFile"]["required"])
+    assert {"series_description", "series_number", "image_count"} <= set(
+        components["SelectedPhase"]["required"]
+    )
+    slice_ = components["Slice"]
+    assert {"index", "instance_number", "images"} <= set(slice_["required"])
+    assert slice_["properties"]["instance_number"]["nullable"]
+    assert set(components["SliceImage"]["required"]) == {
+        "phase",
+        "sop_instance_uid",
+        "instance_number",
+        "position_mm",
+    }

@@ -54,6 +54,7 @@ class FakeGateway(
     chunks: list[bytes] = field(default_factory=list)
     refuse_series_above: int = 10_000_000
     delay_s: float = 0.0
+    preview_sizes: list[int] = field(default_factory=list)
 
     def _seen(self, context: Any) -> None:
         self.request_ids.append(dict(context.invocation_metadata()).get("x-request-id", ""))
@@ -88,14 +89,13 @@ class FakeGateway(
             abort(context, grpc.StatusCode.NOT_FOUND, "no such disease", "DISEASE_UNKNOWN")
         return diagnosis_service_pb2.GetModelInfoResponse(model=_info("skin"))
 
-    def AnalyzeSeries(
-        self, request_iterator: Iterator[Any], context: Any
-    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
-        self._seen(context)
+    def _read_upload(self, request_iterator: Iterator[Any], context: Any) -> str:
+        """Reads an upload to its end; returns its disease (refusing one announced too large)."""
         disease = ""
         for message in request_iterator:
             if message.HasField("metadata"):
                 disease = message.metadata.disease
+                self.preview_sizes.append(message.metadata.preview_size_px)
                 if message.metadata.total_size_bytes > self.refuse_series_above:
                     abort(
                         context,
@@ -105,6 +105,13 @@ class FakeGateway(
                     )
             else:
                 self.chunks.append(message.chunk_data)
+        return disease
+
+    def AnalyzeSeries(
+        self, request_iterator: Iterator[Any], context: Any
+    ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
+        self._seen(context)
+        disease = self._read_upload(request_iterator, context)
         pb = series_analysis_service_pb2
         return pb.AnalyzeSeriesResponse(
             disease=disease,
@@ -114,6 +121,16 @@ class FakeGateway(
                     slice_index=i,
                     positive=i == 1,
                     model_scores=[pb.ModelSliceScore(model_name="single", probability=0.1 + i)],
+                    images=[
+                        pb.SliceImage(
+                            phase="pre",
+                            sop_instance_uid=f"1.2.3.{i}",
+                            instance_number=10 + i,
+                            position_mm=-12.5 + i,
+                        ),
+                        # A header without InstanceNumber or position: both stay unset.
+                        pb.SliceImage(phase="1st_pass", sop_instance_uid=f"1.2.4.{i}"),
+                    ],
                 )
                 for i in range(2)
             ],
@@ -122,7 +139,16 @@ class FakeGateway(
             model_version="1",
             demo_model=True,
             timings=pb.SeriesTimings(upload_ms=1.5, prepare_ms=2.5, model_ms=3.5),
+            study=_study(),
+            preview_png=[b"\x89PNG-0", b"\x89PNG-1"],
         )
+
+    def InspectSeries(
+        self, request_iterator: Iterator[Any], context: Any
+    ) -> series_analysis_service_pb2.InspectSeriesResponse:
+        self._seen(context)
+        self._read_upload(request_iterator, context)
+        return series_analysis_service_pb2.InspectSeriesResponse(study=_study())
 
     def GetSeriesModelInfo(
         self, request: Any, context: Any
@@ -159,6 +185,41 @@ class FakeGateway(
     ) -> model_registry_pb2.UnregisterModelResponse:
         abort(context, grpc.StatusCode.UNIMPLEMENTED, "not here", "UNIMPLEMENTED")
         raise AssertionError("unreachable")
+
+
+def _study() -> series_analysis_service_pb2.StudySummary:
+    pb = series_analysis_service_pb2
+    return pb.StudySummary(
+        study_instance_uid="1.2.3",
+        phases=[
+            pb.SelectedPhase(
+                phase="pre",
+                series_instance_uid="1.2.3.10",
+                series_description="dyn eTHRIVE",
+                series_number=10,
+                temporal_position=1,
+                image_count=2,
+            ),
+            pb.SelectedPhase(
+                phase="1st_pass", series_instance_uid="1.2.3.10", temporal_position=2, image_count=2
+            ),
+        ],
+        unused_series=[
+            pb.UnusedSeries(
+                series_instance_uid="1.2.3.1",
+                series_description="SURVEY",
+                series_number=1,
+                modality="MR",
+                image_count=3,
+                reason="a localiser",
+            ),
+            pb.UnusedSeries(series_instance_uid="1.2.3.9", modality="SR", reason="not an image"),
+        ],
+        skipped_files=[pb.SkippedFile(path="DICOMDIR", reason="a DICOMDIR")],
+        slice_count=2,
+        ordered_by="position",
+        selected_by="multiphase",
+    )
 
 
 def _info(disease: str) -> model_info_pb2.ModelInfo:
@@ -415,3 +476,61 @@ def test_a_stored_status_name_maps_through_the_same_table() -> None:
     assert gateway_client.outcome_for_name("UNAVAILABLE").http_status == 503
     assert gateway_client.outcome_for_name("RESOURCE_EXHAUSTED").retry_after_s == 5
     assert gateway_client.outcome_for_name("NOT_A_CODE").http_status == 500
+
+
+def test_the_analysis_carries_each_slices_images_the_study_and_the_previews(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    result = client.analyze_series(chunks=[b"zip"], disease="mri", preview_size_px=128)
+    assert fake.preview_sizes == [128]
+    assert result.slices[1].images == (
+        gateway_client.SliceImage("pre", "1.2.3.1", 11, -11.5),
+        gateway_client.SliceImage("1st_pass", "1.2.4.1", None, None),
+    )
+    assert result.previews == (b"\x89PNG-0", b"\x89PNG-1")
+    assert result.study == EXPECTED_STUDY
+
+
+def test_an_inspection_returns_the_study_and_asks_for_no_previews_by_default(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    inspection = client.inspect_series(
+        chunks=[b"zi", b"p"], disease="mri", total_size_bytes=3, request_id="inspect-1"
+    )
+    assert inspection.study == EXPECTED_STUDY
+    assert inspection.previews == () and inspection.request_id == "inspect-1"
+    assert fake.chunks == [b"zi", b"p"] and fake.preview_sizes == [0]
+    assert fake.request_ids == ["inspect-1"]
+    remaining = fake.time_remaining[0]
+    assert remaining is not None and 250 < remaining < 302  # the series deadline
+
+
+def test_an_inspection_the_service_refuses_keeps_its_message_and_reason(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    fake.refuse_series_above = 10
+    with pytest.raises(GatewayError) as caught:
+        client.inspect_series(chunks=[b"x" * 20], disease="mri", total_size_bytes=20)
+    assert (caught.value.code, caught.value.reason, caught.value.http_status) == (
+        "INVALID_ARGUMENT",
+        "SERIES_TOO_LARGE",
+        400,
+    )
+    assert caught.value.message == "The series is larger than this service accepts."
+
+
+EXPECTED_STUDY = gateway_client.StudySummary(
+    study_instance_uid="1.2.3",
+    phases=(
+        gateway_client.SelectedPhase("pre", "1.2.3.10", "dyn eTHRIVE", 10, 1, 2),
+        gateway_client.SelectedPhase("1st_pass", "1.2.3.10", "", None, 2, 2),
+    ),
+    unused_series=(
+        gateway_client.UnusedSeries("1.2.3.1", "SURVEY", 1, "MR", 3, "a localiser"),
+        gateway_client.UnusedSeries("1.2.3.9", "", None, "SR", 0, "not an image"),
+    ),
+    skipped_files=(gateway_client.SkippedFile("DICOMDIR", "a DICOMDIR"),),
+    slice_count=2,
+    ordered_by="position",
+    selected_by="multiphase",
+)

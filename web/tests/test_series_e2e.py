@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from PIL import Image
 
 from mri_service.settings import DEFAULT_MODEL_DIR
 from tests.support.processes import Process, start, wait_until_serving
@@ -111,22 +112,35 @@ def test_a_chunked_phantom_series_is_analysed_and_shown_in_the_slice_viewer(
     assert {name for s in job.slices for name in s["scores"]} == {"single", "scantype"}
     assert seen[-1]["progress"] == 1.0
 
+    # The study the service read, and each slice's DICOM image in every phase.
+    assert job.study["selected_by"] == "folders" and job.study["slice_count"] == 16
+    assert [p["phase"] for p in job.study["phases"]] == ["pre", "1st_pass", "2nd_pass", "3rd_pass"]
+    assert all(len(s["images"]) == 4 and s["images"][0]["sop_instance_uid"] for s in job.slices)
+
     html = client_alice.get(f"/series/{job_id}/").content.decode()
     assert "Demo model: not for clinical use." in html
     assert len(re.findall(r'<li class="slice( slice-positive)?"', html)) == 16
     assert html.count("slice-positive") == len(job.positive_slices)
     assert 'data-curve="single"' in html and 'data-curve="scantype"' in html
+    assert "data-selected-series" in html and job.study["study_instance_uid"] in html
+    for index in job.positive_slices:
+        number = job.slices[index]["images"][0]["instance_number"]
+        assert f"{index} (InstanceNumber {number})" in html
+    # The thumbnails are the service's 128 px previews of the pre-contrast slices.
     thumb = client_alice.get(f"/series/{job_id}/slices/0.png")
     assert thumb.status_code == 200 and thumb["Cache-Control"] == "no-store, private"
+    with Image.open(io.BytesIO(thumb.getvalue())) as image:
+        assert image.size == (128, 128)
     api = client_alice.get(f"/api/v1/series/{job_id}/").json()
     assert api["status"] == "done" and len(api["slices"]) == 16
+    assert api["study"]["phases"][0]["phase"] == "pre"
+    assert api["slices"][0]["instance_number"] == job.slices[0]["images"][0]["instance_number"]
 
 
 def test_a_hostile_zip_is_refused_at_upload_naming_the_entry(
     client_alice: Client, series_worker: worker.SeriesWorker
 ) -> None:
-    # The same check as the service's (mri_service.ingest), run before any job exists;
-    # the service's own refusal of what passes here is tested in mri_service.
+    # The MRI service's own check (InspectSeries through the gateway), before any job exists.
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../../etc/evil.dcm", b"DICM")

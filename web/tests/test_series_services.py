@@ -11,19 +11,31 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from django.utils import timezone
+from PIL import Image
 
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 from servicekit.request_context import reset_request_id, set_request_id
 from web.accounts.models import User
-from web.gateway_client import SeriesAnalysis, SliceFinding, SliceScore
+from web.gateway_client import (
+    GatewayError,
+    SelectedPhase,
+    SeriesAnalysis,
+    SkippedFile,
+    SliceFinding,
+    SliceImage,
+    SliceScore,
+    StudySummary,
+    UnusedSeries,
+)
 from web.series import services, worker
 from web.series.models import SeriesJob
 from web.series.storage import series_root
 from web.tests.postgres import free_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("series_gateway")]
 
 
 @cache
@@ -44,6 +56,49 @@ def stored_files(media: Path) -> list[str]:
     return sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file())
 
 
+PHASES = ("pre", "1st_pass", "2nd_pass", "3rd_pass")
+
+
+def png(size: int = 8) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def study(count: int) -> StudySummary:
+    return StudySummary(
+        study_instance_uid="1.2.826.0.1.3680043.8.498.1",
+        phases=tuple(
+            SelectedPhase(
+                phase=phase,
+                series_instance_uid=f"1.2.826.0.1.3680043.8.498.1.{number}",
+                series_description=f"ax dyn {phase}",
+                series_number=number,
+                temporal_position=None,
+                image_count=count,
+            )
+            for number, phase in enumerate(PHASES, start=3)
+        ),
+        unused_series=(
+            UnusedSeries("1.2.826.0.1.3680043.8.498.1.1", "localizer", 1, "MR", 3, "a localiser"),
+        ),
+        skipped_files=(SkippedFile("case/DICOMDIR", "a DICOMDIR"),),
+        slice_count=count,
+        ordered_by="position",
+        selected_by="series",
+    )
+
+
+def images(index: int) -> tuple[SliceImage, ...]:
+    # InstanceNumbers that are not the index: the pre phase's count down from 100.
+    return tuple(
+        SliceImage(
+            phase, f"1.2.826.0.1.{p}.{index}", 100 - index if p == 0 else None, -40.0 + index
+        )
+        for p, phase in enumerate(PHASES)
+    )
+
+
 def analysis(count: int, positive: set[int]) -> SeriesAnalysis:
     return SeriesAnalysis(
         disease="mri",
@@ -53,6 +108,7 @@ def analysis(count: int, positive: set[int]) -> SeriesAnalysis:
                 i,
                 i in positive,
                 (SliceScore("single", 0.9 if i in positive else 0.1), SliceScore("scantype", 0.2)),
+                images(i),
             )
             for i in range(count)
         ),
@@ -65,6 +121,8 @@ def analysis(count: int, positive: set[int]) -> SeriesAnalysis:
         model_ms=3.0,
         request_id="rid-1",
         elapsed_ms=10.0,
+        study=study(count),
+        previews=tuple(png() for _ in range(count)),
     )
 
 
@@ -234,7 +292,9 @@ def test_with_the_gateway_down_the_job_fails_retryably_and_keeps_its_zip(
     alice: User, settings: Any, media: Path
 ) -> None:
     settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"
-    services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    # The upload cannot be checked either: it is kept and queued unchecked.
+    queued = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    assert (queued.status, queued.study) == ("queued", {})
     job = services.series_job_claim(worker="w1")
     assert job is not None
     job = services.series_job_run(job=job)
@@ -243,28 +303,149 @@ def test_with_the_gateway_down_the_job_fails_retryably_and_keeps_its_zip(
     assert (series_root() / job.zip_name).is_file()
 
 
-def test_recorded_findings_keep_each_models_probability_and_render_thumbnails(
+def test_recorded_findings_keep_each_models_probability_the_study_and_the_thumbnails(
     alice: User, media: Path
 ) -> None:
     job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
-    job = services.series_job_record(
-        job=job, result=analysis(16, {6, 7}), zip_path=series_root() / job.zip_name
-    )
+    job = services.series_job_record(job=job, result=analysis(16, {6, 7}))
     assert (job.status, job.progress, job.positive_slices, job.thumbnail_count) == (
         "done",
         1.0,
         [6, 7],
         16,
     )
+    job.refresh_from_db()
     assert job.slices[6] == {
         "index": 6,
         "positive": True,
         "scores": {"single": 0.9, "scantype": 0.2},
+        "images": [
+            {
+                "phase": "pre",
+                "sop_instance_uid": "1.2.826.0.1.0.6",
+                "instance_number": 94,
+                "position_mm": -34.0,
+            },
+            *(
+                {
+                    "phase": phase,
+                    "sop_instance_uid": f"1.2.826.0.1.{p}.6",
+                    "instance_number": None,
+                    "position_mm": -34.0,
+                }
+                for p, phase in enumerate(PHASES[1:], start=1)
+            ),
+        ],
     }
-    png = series_root() / "thumbnails" / job.pk.hex / "0.png"
-    assert png.read_bytes().startswith(b"\x89PNG")
+    assert job.study["study_instance_uid"] == "1.2.826.0.1.3680043.8.498.1"
+    assert [(p["phase"], p["series_number"]) for p in job.study["phases"]] == [
+        ("pre", 3),
+        ("1st_pass", 4),
+        ("2nd_pass", 5),
+        ("3rd_pass", 6),
+    ]
+    assert job.study["unused_series"][0]["reason"] == "a localiser"
+    assert job.study["skipped_files"] == [{"path": "case/DICOMDIR", "reason": "a DICOMDIR"}]
+    # The thumbnails are the service's previews, stored as they came.
+    stored = series_root() / "thumbnails" / job.pk.hex / "0.png"
+    assert stored.read_bytes() == png()
     services.series_job_delete(job=job)
     assert stored_files(media) == []
+
+
+def test_previews_that_are_not_png_are_not_stored(alice: User, media: Path) -> None:
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    result = analysis(4, {1})
+    result = SeriesAnalysis(**{**result.__dict__, "previews": (png(), b"<svg/>", png(), png())})
+    job = services.series_job_record(job=job, result=result)
+    assert (job.status, job.thumbnail_count) == ("done", 0)
+    assert stored_files(media) == [job.zip_name.join(["series/", ""])]
+
+
+def test_the_upload_is_checked_by_the_mri_service_and_its_study_kept_with_the_job(
+    alice: User, media: Path
+) -> None:
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    # The phantom is laid out in the folders pre/, 1st_pass/, 2nd_pass/ and 3rd_pass/.
+    assert job.status == "queued" and job.study["selected_by"] == "folders"
+    assert [p["phase"] for p in job.study["phases"]] == list(PHASES)
+    assert job.study["slice_count"] == 16 and job.study["study_instance_uid"]
+    assert all(p["image_count"] == 16 for p in job.study["phases"])
+
+
+def test_the_analysis_brings_the_thumbnails_and_each_slices_dicom_identity(
+    alice: User, media: Path
+) -> None:
+    services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    job = services.series_job_claim(worker="w1")
+    assert job is not None
+    job = services.series_job_run(job=job)
+    assert (job.status, job.slice_count, job.thumbnail_count) == ("done", 16, 16)
+    with Image.open(series_root() / "thumbnails" / job.pk.hex / "3.png") as thumbnail:
+        assert thumbnail.size == (services.THUMBNAIL_PX, services.THUMBNAIL_PX)
+    first = job.slices[0]["images"]
+    assert [image["phase"] for image in first] == list(PHASES)
+    assert all(image["sop_instance_uid"] for image in first)
+    assert isinstance(first[0]["instance_number"], int)
+    assert job.study["phases"][0]["phase"] == "pre"
+
+
+class RefusingGateway:
+    """Plays the gateway client: InspectSeries ends with the given status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str = "", reason: str = "") -> None:
+        self.code, self.details, self.reason = code, details, reason
+        self.calls: list[dict[str, Any]] = []
+
+    def inspect_series(self, **call: Any) -> Any:
+        self.calls.append({k: v for k, v in call.items() if k != "chunks"})
+        sent = b"".join(call["chunks"])
+        assert sent == phantom_zip_bytes()
+        raise GatewayError(self.code, self.details, reason=self.reason, request_id="r-1")
+
+
+def test_a_refusal_at_upload_is_a_400_with_the_services_message_and_reason(
+    alice: User, media: Path
+) -> None:
+    gateway = RefusingGateway(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the study has no dynamic contrast-enhanced series",
+        "SERIES_NO_DCE",
+    )
+    with pytest.raises(services.UploadRefused) as refused:
+        services.series_job_create(
+            user=alice,
+            upload=io.BytesIO(phantom_zip_bytes()),
+            gateway=gateway,  # type: ignore[arg-type]
+        )
+    assert (refused.value.http_status, refused.value.reason) == (400, "SERIES_NO_DCE")
+    assert refused.value.message == "The study has no dynamic contrast-enhanced series."
+    assert gateway.calls == [
+        {"disease": "mri", "total_size_bytes": len(phantom_zip_bytes()), "preview_size_px": 0}
+    ]
+    assert SeriesJob.objects.count() == 0 and stored_files(media) == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNIMPLEMENTED,
+    ],
+)
+def test_a_check_that_cannot_be_made_queues_the_upload_unchecked(
+    alice: User, media: Path, code: grpc.StatusCode
+) -> None:
+    job = services.series_job_create(
+        user=alice,
+        upload=io.BytesIO(phantom_zip_bytes()),
+        gateway=RefusingGateway(code),  # type: ignore[arg-type]
+    )
+    assert (job.status, job.study) == ("queued", {})
+    assert stored_files(media) == [f"series/zips/{job.pk.hex}.zip"]
 
 
 def test_the_worker_thread_picks_up_a_queued_job_and_stops_cleanly(

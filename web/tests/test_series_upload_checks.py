@@ -1,4 +1,8 @@
-"""Series zips checked at upload: hostile ones 400, oversized ones 413 unread; no row, no file."""
+"""Series zips checked at upload: hostile ones 400, oversized ones 413 unread; no row, no file.
+
+The hostile ones are refused by the MRI service itself (InspectSeries through the gateway,
+both real and in-process: web/tests/series_stack.py), with its message and reason.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from web.accounts.models import User
 from web.series import services
 from web.series.models import SeriesJob
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("series_gateway")]
 
 SECOND = "case/pre/IM0002.dcm"
 
