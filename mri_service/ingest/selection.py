@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mri_service.domain import PASSES, PHASES, PRE
+from mri_service.domain import PHASES
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.study import MR_IMAGE_STORAGE, InstanceHeader, UnusedSeries
@@ -386,6 +386,3 @@ def _check_folder_phase(folder: str, images: Sequence[InstanceHeader]) -> None:
             "folder must hold one series",
             "SERIES_MISMATCHED_PHASES",
         )
-
-
-__all__ = ["PASSES", "PRE", "Candidate", "Selection", "SelectionRules", "select_dce"]
