@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medimg.v1 import model_info_pb2 as medimg_dot_v1_dot_model__info__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'medimg/v1/series_analysis_service.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"Z\n\x14SeriesUploadMetadata\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x18\n\x10total_size_bytes\x18\x02 \x01(\x03\x12\x17\n\x0fpreview_size_px\x18\x03 \x01(\x05\"i\n\x14\x41nalyzeSeriesRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.medimg.v1.SeriesUploadMetadataH\x00\x12\x14\n\nchunk_data\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\":\n\x0fModelSliceScore\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x8e\x01\n\x0cSliceFinding\x12\x13\n\x0bslice_index\x18\x01 \x01(\x05\x12\x10\n\x08positive\x18\x02 \x01(\x08\x12\x30\n\x0cmodel_scores\x18\x03 \x03(\x0b\x32\x1a.medimg.v1.ModelSliceScore\x12%\n\x06images\x18\x04 \x03(\x0b\x32\x15.medimg.v1.SliceImage\"\x91\x01\n\nSliceImage\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1c\n\x0finstance_number\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bposition_mm\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_instance_numberB\x0e\n\x0c_position_mm\"\xd0\x01\n\rSelectedPhase\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12series_description\x18\x03 \x01(\t\x12\x1a\n\rseries_number\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x11temporal_position\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x0bimage_count\x18\x06 \x01(\x05\x42\x10\n\x0e_series_numberB\x14\n\x12_temporal_position\"\xac\x01\n\x0cUnusedSeries\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x1a\n\x12series_description\x18\x02 \x01(\t\x12\x1a\n\rseries_number\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08modality\x18\x04 \x01(\t\x12\x13\n\x0bimage_count\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x10\n\x0e_series_number\"+\n\x0bSkippedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf1\x01\n\x0cStudySummary\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12(\n\x06phases\x18\x02 \x03(\x0b\x32\x18.medimg.v1.SelectedPhase\x12.\n\runused_series\x18\x03 \x03(\x0b\x32\x17.medimg.v1.UnusedSeries\x12-\n\rskipped_files\x18\x04 \x03(\x0b\x32\x16.medimg.v1.SkippedFile\x12\x13\n\x0bslice_count\x18\x05 \x01(\x05\x12\x12\n\nordered_by\x18\x06 \x01(\t\x12\x13\n\x0bselected_by\x18\x07 \x01(\t\"\xad\x02\n\x15\x41nalyzeSeriesResponse\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x1e\n\x16positive_slice_indices\x18\x02 \x03(\x05\x12\'\n\x06slices\x18\x03 \x03(\x0b\x32\x17.medimg.v1.SliceFinding\x12\x13\n\x0bslice_count\x18\x04 \x01(\x05\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\ndemo_model\x18\x07 \x01(\x08\x12)\n\x07timings\x18\x08 \x01(\x0b\x32\x18.medimg.v1.SeriesTimings\x12&\n\x05study\x18\t \x01(\x0b\x32\x17.medimg.v1.StudySummary\x12\x13\n\x0bpreview_png\x18\n \x03(\x0c\"T\n\x15InspectSeriesResponse\x12&\n\x05study\x18\x01 \x01(\x0b\x32\x17.medimg.v1.StudySummary\x12\x13\n\x0bpreview_png\x18\x02 \x03(\x0c\"H\n\rSeriesTimings\x12\x11\n\tupload_ms\x18\x01 \x01(\x01\x12\x12\n\nprepare_ms\x18\x02 \x01(\x01\x12\x10\n\x08model_ms\x18\x03 \x01(\x01\",\n\x19GetSeriesModelInfoRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"A\n\x1aGetSeriesModelInfoResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.medimg.v1.ModelInfo2\xa6\x02\n\x15SeriesAnalysisService\x12T\n\rAnalyzeSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.AnalyzeSeriesResponse(\x01\x12T\n\rInspectSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.InspectSeriesResponse(\x01\x12\x61\n\x12GetSeriesModelInfo\x12$.medimg.v1.GetSeriesModelInfoRequest\x1a%.medimg.v1.GetSeriesModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'medimg/v1/series_analysis_service.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"q\n\x14SeriesUploadMetadata\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x18\n\x10total_size_bytes\x18\x02 \x01(\x03\x12\x17\n\x0fpreview_size_px\x18\x03 \x01(\x05\x12\x15\n\rdicom_reports\x18\x04 \x01(\x08\"i\n\x14\x41nalyzeSeriesRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.medimg.v1.SeriesUploadMetadataH\x00\x12\x14\n\nchunk_data\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\":\n\x0fModelSliceScore\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x8e\x01\n\x0cSliceFinding\x12\x13\n\x0bslice_index\x18\x01 \x01(\x05\x12\x10\n\x08positive\x18\x02 \x01(\x08\x12\x30\n\x0cmodel_scores\x18\x03 \x03(\x0b\x32\x1a.medimg.v1.ModelSliceScore\x12%\n\x06images\x18\x04 \x03(\x0b\x32\x15.medimg.v1.SliceImage\"\x91\x01\n\nSliceImage\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x18\n\x10sop_instance_uid\x18\x02 \x01(\t\x12\x1c\n\x0finstance_number\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0bposition_mm\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x12\n\x10_instance_numberB\x0e\n\x0c_position_mm\"\xd0\x01\n\rSelectedPhase\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x1b\n\x13series_instance_uid\x18\x02 \x01(\t\x12\x1a\n\x12series_description\x18\x03 \x01(\t\x12\x1a\n\rseries_number\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x1e\n\x11temporal_position\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x0bimage_count\x18\x06 \x01(\x05\x42\x10\n\x0e_series_numberB\x14\n\x12_temporal_position\"\xac\x01\n\x0cUnusedSeries\x12\x1b\n\x13series_instance_uid\x18\x01 \x01(\t\x12\x1a\n\x12series_description\x18\x02 \x01(\t\x12\x1a\n\rseries_number\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08modality\x18\x04 \x01(\t\x12\x13\n\x0bimage_count\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\tB\x10\n\x0e_series_number\"+\n\x0bSkippedFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xf1\x01\n\x0cStudySummary\x12\x1a\n\x12study_instance_uid\x18\x01 \x01(\t\x12(\n\x06phases\x18\x02 \x03(\x0b\x32\x18.medimg.v1.SelectedPhase\x12.\n\runused_series\x18\x03 \x03(\x0b\x32\x17.medimg.v1.UnusedSeries\x12-\n\rskipped_files\x18\x04 \x03(\x0b\x32\x16.medimg.v1.SkippedFile\x12\x13\n\x0bslice_count\x18\x05 \x01(\x05\x12\x12\n\nordered_by\x18\x06 \x01(\t\x12\x13\n\x0bselected_by\x18\x07 \x01(\t\"\xdd\x02\n\x15\x41nalyzeSeriesResponse\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\x1e\n\x16positive_slice_indices\x18\x02 \x03(\x05\x12\'\n\x06slices\x18\x03 \x03(\x0b\x32\x17.medimg.v1.SliceFinding\x12\x13\n\x0bslice_count\x18\x04 \x01(\x05\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12\x15\n\rmodel_version\x18\x06 \x01(\t\x12\x12\n\ndemo_model\x18\x07 \x01(\x08\x12)\n\x07timings\x18\x08 \x01(\x0b\x32\x18.medimg.v1.SeriesTimings\x12&\n\x05study\x18\t \x01(\x0b\x32\x17.medimg.v1.StudySummary\x12\x13\n\x0bpreview_png\x18\n \x03(\x0c\x12.\n\rdicom_reports\x18\x0b \x01(\x0b\x32\x17.medimg.v1.DicomReports\">\n\x0c\x44icomReports\x12\x1a\n\x12measurement_report\x18\x01 \x01(\x0c\x12\x12\n\nkey_images\x18\x02 \x01(\x0c\"T\n\x15InspectSeriesResponse\x12&\n\x05study\x18\x01 \x01(\x0b\x32\x17.medimg.v1.StudySummary\x12\x13\n\x0bpreview_png\x18\x02 \x03(\x0c\"H\n\rSeriesTimings\x12\x11\n\tupload_ms\x18\x01 \x01(\x01\x12\x12\n\nprepare_ms\x18\x02 \x01(\x01\x12\x10\n\x08model_ms\x18\x03 \x01(\x01\",\n\x19GetSeriesModelInfoRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"A\n\x1aGetSeriesModelInfoResponse\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.medimg.v1.ModelInfo2\xa6\x02\n\x15SeriesAnalysisService\x12T\n\rAnalyzeSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.AnalyzeSeriesResponse(\x01\x12T\n\rInspectSeries\x12\x1f.medimg.v1.AnalyzeSeriesRequest\x1a .medimg.v1.InspectSeriesResponse(\x01\x12\x61\n\x12GetSeriesModelInfo\x12$.medimg.v1.GetSeriesModelInfoRequest\x1a%.medimg.v1.GetSeriesModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,33 +33,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'medimg.v1.series_analysis_s
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERIESUPLOADMETADATA']._serialized_start=82
-  _globals['_SERIESUPLOADMETADATA']._serialized_end=172
-  _globals['_ANALYZESERIESREQUEST']._serialized_start=174
-  _globals['_ANALYZESERIESREQUEST']._serialized_end=279
-  _globals['_MODELSLICESCORE']._serialized_start=281
-  _globals['_MODELSLICESCORE']._serialized_end=339
-  _globals['_SLICEFINDING']._serialized_start=342
-  _globals['_SLICEFINDING']._serialized_end=484
-  _globals['_SLICEIMAGE']._serialized_start=487
-  _globals['_SLICEIMAGE']._serialized_end=632
-  _globals['_SELECTEDPHASE']._serialized_start=635
-  _globals['_SELECTEDPHASE']._serialized_end=843
-  _globals['_UNUSEDSERIES']._serialized_start=846
-  _globals['_UNUSEDSERIES']._serialized_end=1018
-  _globals['_SKIPPEDFILE']._serialized_start=1020
-  _globals['_SKIPPEDFILE']._serialized_end=1063
-  _globals['_STUDYSUMMARY']._serialized_start=1066
-  _globals['_STUDYSUMMARY']._serialized_end=1307
-  _globals['_ANALYZESERIESRESPONSE']._serialized_start=1310
-  _globals['_ANALYZESERIESRESPONSE']._serialized_end=1611
-  _globals['_INSPECTSERIESRESPONSE']._serialized_start=1613
-  _globals['_INSPECTSERIESRESPONSE']._serialized_end=1697
-  _globals['_SERIESTIMINGS']._serialized_start=1699
-  _globals['_SERIESTIMINGS']._serialized_end=1771
-  _globals['_GETSERIESMODELINFOREQUEST']._serialized_start=1773
-  _globals['_GETSERIESMODELINFOREQUEST']._serialized_end=1817
-  _globals['_GETSERIESMODELINFORESPONSE']._serialized_start=1819
-  _globals['_GETSERIESMODELINFORESPONSE']._serialized_end=1884
-  _globals['_SERIESANALYSISSERVICE']._serialized_start=1887
-  _globals['_SERIESANALYSISSERVICE']._serialized_end=2181
+  _globals['_SERIESUPLOADMETADATA']._serialized_end=195
+  _globals['_ANALYZESERIESREQUEST']._serialized_start=197
+  _globals['_ANALYZESERIESREQUEST']._serialized_end=302
+  _globals['_MODELSLICESCORE']._serialized_start=304
+  _globals['_MODELSLICESCORE']._serialized_end=362
+  _globals['_SLICEFINDING']._serialized_start=365
+  _globals['_SLICEFINDING']._serialized_end=507
+  _globals['_SLICEIMAGE']._serialized_start=510
+  _globals['_SLICEIMAGE']._serialized_end=655
+  _globals['_SELECTEDPHASE']._serialized_start=658
+  _globals['_SELECTEDPHASE']._serialized_end=866
+  _globals['_UNUSEDSERIES']._serialized_start=869
+  _globals['_UNUSEDSERIES']._serialized_end=1041
+  _globals['_SKIPPEDFILE']._serialized_start=1043
+  _globals['_SKIPPEDFILE']._serialized_end=1086
+  _globals['_STUDYSUMMARY']._serialized_start=1089
+  _globals['_STUDYSUMMARY']._serialized_end=1330
+  _globals['_ANALYZESERIESRESPONSE']._serialized_start=1333
+  _globals['_ANALYZESERIESRESPONSE']._serialized_end=1682
+  _globals['_DICOMREPORTS']._serialized_start=1684
+  _globals['_DICOMREPORTS']._serialized_end=1746
+  _globals['_INSPECTSERIESRESPONSE']._serialized_start=1748
+  _globals['_INSPECTSERIESRESPONSE']._serialized_end=1832
+  _globals['_SERIESTIMINGS']._serialized_start=1834
+  _globals['_SERIESTIMINGS']._serialized_end=1906
+  _globals['_GETSERIESMODELINFOREQUEST']._serialized_start=1908
+  _globals['_GETSERIESMODELINFOREQUEST']._serialized_end=1952
+  _globals['_GETSERIESMODELINFORESPONSE']._serialized_start=1954
+  _globals['_GETSERIESMODELINFORESPONSE']._serialized_end=2019
+  _globals['_SERIESANALYSISSERVICE']._serialized_start=2022
+  _globals['_SERIESANALYSISSERVICE']._serialized_end=2316
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,7 @@ class SeriesUploadMetadata(_message.Message):
     DISEASE_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     PREVIEW_SIZE_PX_FIELD_NUMBER: _builtins.int
+    DICOM_REPORTS_FIELD_NUMBER: _builtins.int
     disease: _builtins.str
     """Disease name that routes the upload, such as "mri"."""
     total_size_bytes: _builtins.int
@@ -36,16 +37,21 @@ class SeriesUploadMetadata(_message.Message):
     """When positive, the answer carries a PNG preview of every pre-contrast slice, this many
     pixels a side, in anatomical order; 0 asks for none.
     """
+    dicom_reports: _builtins.bool
+    """When true, the answer carries the result as DICOM objects for a PACS: a TID 1500
+    Measurement Report and, when a slice is flagged, a Key Object Selection document.
+    """
     def __init__(
         self,
         *,
         disease: _builtins.str = ...,
         total_size_bytes: _builtins.int = ...,
         preview_size_px: _builtins.int = ...,
+        dicom_reports: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disease", b"disease", "preview_size_px", b"preview_size_px", "total_size_bytes", b"total_size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dicom_reports", b"dicom_reports", "disease", b"disease", "preview_size_px", b"preview_size_px", "total_size_bytes", b"total_size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -383,6 +389,7 @@ class AnalyzeSeriesResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _builtins.int
     STUDY_FIELD_NUMBER: _builtins.int
     PREVIEW_PNG_FIELD_NUMBER: _builtins.int
+    DICOM_REPORTS_FIELD_NUMBER: _builtins.int
     disease: _builtins.str
     """Disease name that produced the analysis."""
     slice_count: _builtins.int
@@ -413,6 +420,10 @@ class AnalyzeSeriesResponse(_message.Message):
     def preview_png(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """PNG previews of the pre-contrast slices in anatomical order, when preview_size_px asked."""
 
+    @_builtins.property
+    def dicom_reports(self) -> Global___DicomReports:
+        """The result as DICOM objects of the study, when dicom_reports asked for them."""
+
     def __init__(
         self,
         *,
@@ -426,14 +437,46 @@ class AnalyzeSeriesResponse(_message.Message):
         timings: Global___SeriesTimings | None = ...,
         study: Global___StudySummary | None = ...,
         preview_png: _abc.Iterable[_builtins.bytes] | None = ...,
+        dicom_reports: Global___DicomReports | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["study", b"study", "timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dicom_reports", b"dicom_reports", "study", b"study", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "preview_png", b"preview_png", "slice_count", b"slice_count", "slices", b"slices", "study", b"study", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["demo_model", b"demo_model", "dicom_reports", b"dicom_reports", "disease", b"disease", "model_name", b"model_name", "model_version", b"model_version", "positive_slice_indices", b"positive_slice_indices", "preview_png", b"preview_png", "slice_count", b"slice_count", "slices", b"slices", "study", b"study", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnalyzeSeriesResponse: _TypeAlias = AnalyzeSeriesResponse  # noqa: Y015
+
+@_typing.final
+class DicomReports(_message.Message):
+    """Carries the result of a series analysis as DICOM Part 10 files of the analysed study."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASUREMENT_REPORT_FIELD_NUMBER: _builtins.int
+    KEY_IMAGES_FIELD_NUMBER: _builtins.int
+    measurement_report: _builtins.bytes
+    """Comprehensive 3D SR holding a TID 1500 Measurement Report: each flagged slice's
+    finding with both models' probabilities and the fused decision, referencing the
+    source images by SOPInstanceUID, with the models' identity and the demo flag.
+    """
+    key_images: _builtins.bytes
+    """Key Object Selection document naming the flagged slices' images as key images;
+    empty when no slice is flagged (a KOS must reference at least one image).
+    """
+    def __init__(
+        self,
+        *,
+        measurement_report: _builtins.bytes = ...,
+        key_images: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_images", b"key_images", "measurement_report", b"measurement_report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DicomReports: _TypeAlias = DicomReports  # noqa: Y015
 
 @_typing.final
 class InspectSeriesResponse(_message.Message):
