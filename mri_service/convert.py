@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from medimg.v1 import model_info_pb2, series_analysis_service_pb2
 
@@ -11,6 +12,9 @@ from mri_service.ingest.study import Study
 from mri_service.model_card import ModelCard
 from servicekit.backend import ModelInfo
 from servicekit.errors import InvalidArgument, UnknownDisease
+
+if TYPE_CHECKING:
+    from mri_service.report import DicomReports
 
 DISEASE = "mri"
 MAX_PREVIEW_PX = 1024
@@ -115,6 +119,7 @@ def to_response(
     card: ModelCard,
     study: Study,
     previews: Sequence[bytes],
+    dicom: DicomReports | None = None,
     *,
     upload_ms: float,
     prepare_ms: float,
@@ -143,6 +148,13 @@ def to_response(
         model_version=str(card.version),
         demo_model=card.demo_model,
         timings=pb.SeriesTimings(upload_ms=upload_ms, prepare_ms=prepare_ms, model_ms=model_ms),
+        dicom_reports=(
+            pb.DicomReports(
+                measurement_report=dicom.measurement_report, key_images=dicom.key_images
+            )
+            if dicom is not None
+            else None
+        ),
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from medimg.v1 import series_analysis_service_pb2, series_analysis_service_pb2_grpc
 from prometheus_client import Gauge
 
-from mri_service import convert, domain, fusion
+from mri_service import convert, domain, fusion, report
 from mri_service.errors import ModelMismatch
 from mri_service.ingest import (
     IngestLimits,
@@ -117,14 +117,29 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
         request_iterator: AsyncIterator[series_analysis_service_pb2.AnalyzeSeriesRequest],
         context: Any,
     ) -> series_analysis_service_pb2.AnalyzeSeriesResponse:
-        """Returns the slices that show a tumour, for a study zip streamed in as chunks."""
+        """Returns the slices that show a tumour, for a study zip streamed in as chunks.
+
+        With `dicom_reports` in the metadata, the answer also carries the result as a TID
+        1500 Measurement Report and a Key Object Selection document (`report`), built from
+        the study's patient and study modules, which live only for this call.
+        """
         async with self._call_slot():
             started = time.perf_counter()
             loaded, upload_ms, prepare_ms = await self._receive(request_iterator, analyse=True)
             prepared = time.perf_counter()
             probabilities = await self._predict(domain.model_inputs(loaded.planes))
             model_ms = (time.perf_counter() - prepared) * 1000
-        results = fusion.analyse(probabilities, self._card.threshold)
+            results = fusion.analyse(probabilities, self._card.threshold)
+            dicom = None
+            if loaded.attributes is not None:
+                dicom = await asyncio.get_running_loop().run_in_executor(
+                    self._preparer,
+                    report.build_reports,
+                    results,
+                    self._card,
+                    loaded.study,
+                    loaded.attributes,
+                )
         logger.info(
             "analysed %d slices, %d positive (upload %.0f ms, prepare %.0f ms, model %.0f ms, "
             "total %.0f ms)",
@@ -141,6 +156,7 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
             self._card,
             loaded.study,
             previews,
+            dicom,
             upload_ms=upload_ms,
             prepare_ms=prepare_ms,
             model_ms=model_ms,
@@ -202,16 +218,24 @@ class MriSeriesServicer(series_analysis_service_pb2_grpc.SeriesAnalysisServiceSe
                     self._prepare,
                     zip_path,
                     metadata.preview_size_px or None,
+                    analyse and metadata.dicom_reports,
                     analyse,
                 )
         upload_ms = (uploaded - started) * 1000
         return loaded, upload_ms, (time.perf_counter() - prepare_started) * 1000
 
-    def _prepare(self, zip_path: Path, preview_size: int | None, analyse: bool) -> LoadedStudy:
+    def _prepare(
+        self, zip_path: Path, preview_size: int | None, with_attributes: bool, analyse: bool
+    ) -> LoadedStudy:
         if not analyse:
             return inspect_study(zip_path, self._limits, self._rules, preview_size=preview_size)
         return load_study(
-            zip_path, self._card.input_size, self._limits, self._rules, preview_size=preview_size
+            zip_path,
+            self._card.input_size,
+            self._limits,
+            self._rules,
+            preview_size=preview_size,
+            with_attributes=with_attributes,
         )
 
     async def _predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -53,6 +53,22 @@ PIXEL_DESCRIPTION_TAGS = [
     "ExtendedOffsetTableLengths",
 ]
 DECODE_TAGS = [*PIXEL_DESCRIPTION_TAGS, "PixelData"]
+# The patient and study modules a derived object (the SR and KOS of a result) copies from
+# its source images, so that a PACS files it with the study it describes.
+STUDY_ATTRIBUTE_TAGS = [
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "SpecificCharacterSet",
+]
 _TRANSFER_SYNTAX_TAG = 0x00020010
 _MEDIA_CLASS_TAG = 0x00020002
 _PIXEL_DATA_TAG = Tag(0x7FE00010)
@@ -140,6 +156,19 @@ def _checked_image(
         _check_native_length(name, ds, rows, columns)
     _rescale(name, ds)
     return ds, rows, columns
+
+
+def study_attributes(name: str, data: bytes) -> Dataset:
+    """Returns a file's patient and study modules (`STUDY_ATTRIBUTE_TAGS`), nothing else.
+
+    The survey keeps no patient identifier; this is read only when a result must go back
+    to a PACS as DICOM, and lives only as long as the call that builds it.
+    """
+    ds = _parse(name, data, STUDY_ATTRIBUTE_TAGS)
+    for keyword in ("file_meta", "preamble"):
+        if hasattr(ds, keyword):
+            delattr(ds, keyword)
+    return ds
 
 
 def decode_slice(name: str, data: bytes) -> np.ndarray:

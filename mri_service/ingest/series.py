@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import Source, open_source
-from mri_service.ingest.dicom import Head, read_slice
+from mri_service.ingest.dicom import Head, read_slice, study_attributes
 from mri_service.ingest.geometry import order_phases, refuse_identical_pixels
 from mri_service.ingest.layout import folder_hint, is_ignored
 from mri_service.ingest.limits import IngestLimits
@@ -34,11 +35,16 @@ DEFAULT_RULES = SelectionRules()
 
 @dataclass(frozen=True)
 class LoadedStudy:
-    """A study with its planes: phase -> float32 (slices, size, size), and optional previews."""
+    """A study with its planes: phase -> float32 (slices, size, size), and optional previews.
+
+    `attributes` holds the patient and study modules when the caller asked for them (to
+    build DICOM results); it is never written anywhere by ingestion.
+    """
 
     study: Study
     planes: dict[str, np.ndarray]
     previews: tuple[np.ndarray, ...]  # the pre phase at the preview size, or ()
+    attributes: Dataset | None = None
 
 
 def open_study(
@@ -62,6 +68,7 @@ def load_study(
     *,
     preview_size: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    with_attributes: bool = False,
 ) -> LoadedStudy:
     """Returns the checked study and its model-sized planes, in anatomical order.
 
@@ -76,6 +83,8 @@ def load_study(
         rules: how the DCE series are recognised.
         preview_size: when given, the pre phase's planes at this side too (for previews).
         on_progress: called with (slices done, total) after each decoded slice.
+        with_attributes: when true, also the patient and study modules of the study (read
+            from its first pre-contrast file), for the DICOM objects of its result.
 
     Raises:
         SeriesRejected: the message names the offending entry, series or attribute.
@@ -89,11 +98,14 @@ def load_study(
         planes: dict[str, np.ndarray] = {}
         previews: list[np.ndarray] = []
         digests: list[list[int]] = []
+        attributes: Dataset | None = None
         for index, phase in enumerate(study.phases):
             sizes = [input_size] if preview_size is None or index else [input_size, preview_size]
             stack, phase_digests = [], []
             for header in phase.slices:
                 data = reader.read(header.entry)
+                if with_attributes and attributes is None:
+                    attributes = study_attributes(header.entry, data)
                 decoded = read_slice(header.entry, data, limits, sizes, heads.pop(header.entry))
                 stack.append(decoded.planes[0])
                 previews.extend(decoded.planes[1:])
@@ -104,7 +116,7 @@ def load_study(
             planes[phase.name] = np.stack(stack)
             digests.append(phase_digests)
         refuse_identical_pixels(digests, study.phases)
-    return LoadedStudy(study, planes, tuple(previews))
+    return LoadedStudy(study, planes, tuple(previews), attributes)
 
 
 def inspect_study(

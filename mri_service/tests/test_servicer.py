@@ -88,10 +88,13 @@ async def serving(
 
 
 def messages(
-    data: bytes, disease: str = "mri", preview_size_px: int = 0
+    data: bytes, disease: str = "mri", preview_size_px: int = 0, dicom_reports: bool = False
 ) -> Iterator[pb.AnalyzeSeriesRequest]:
     meta = pb.SeriesUploadMetadata(
-        disease=disease, total_size_bytes=len(data), preview_size_px=preview_size_px
+        disease=disease,
+        total_size_bytes=len(data),
+        preview_size_px=preview_size_px,
+        dicom_reports=dicom_reports,
     )
     yield pb.AnalyzeSeriesRequest(metadata=meta)
     for start in range(0, len(data), CHUNK):
@@ -104,9 +107,10 @@ async def analyse(
     disease: str = "mri",
     *,
     preview_size_px: int = 0,
+    dicom_reports: bool = False,
 ) -> pb.AnalyzeSeriesResponse:
     response: pb.AnalyzeSeriesResponse = await _upload(
-        stub.AnalyzeSeries, messages(data, disease, preview_size_px)
+        stub.AnalyzeSeries, messages(data, disease, preview_size_px, dicom_reports)
     )
     return response
 
