@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     series.add_argument("file", type=Path, metavar="ZIP", help="the series zip")
     series.add_argument("--disease", default="mri", help="disease to analyse (default: mri)")
+    series.add_argument(
+        "--dicom-out",
+        type=Path,
+        metavar="DIR",
+        help="also write the result as DICOM into DIR: report-sr.dcm (TID 1500 Measurement "
+        "Report) and key-images-kos.dcm (Key Object Selection, when a slice is flagged)",
+    )
     _add_call_options(series, gateway_help, default_timeout_s=SERIES_TIMEOUT_S)
     series.set_defaults(run=run_analyze_series)
 
@@ -318,7 +325,12 @@ def run_analyze_series(args: argparse.Namespace) -> int:
     progress = series.Progress(args.file.stat().st_size)
     try:
         response = series.analyze_series(
-            address, args.file, disease=args.disease, timeout_s=args.timeout, on_sent=progress.sent
+            address,
+            args.file,
+            disease=args.disease,
+            timeout_s=args.timeout,
+            on_sent=progress.sent,
+            dicom_reports=args.dicom_out is not None,
         )
     except client.CallFailed as failure:
         progress.close()
@@ -328,6 +340,9 @@ def run_analyze_series(args: argparse.Namespace) -> int:
         return _fail("analyze-series", message, code=failure.exit_code)
     progress.close()
     print(series.format_analysis(str(args.file), response))
+    if args.dicom_out is not None:
+        for path in series.write_reports(response, args.dicom_out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -34,12 +34,15 @@ def upload_messages(
     *,
     chunk_bytes: int = CHUNK_BYTES,
     on_sent: Callable[[int], None] | None = None,
+    dicom_reports: bool = False,
 ) -> Iterator[series_analysis_service_pb2.AnalyzeSeriesRequest]:
     """Yields the metadata, then the file in chunks; on_sent(n) after each chunk of n bytes."""
     size = path.stat().st_size
     pb = series_analysis_service_pb2
     yield pb.AnalyzeSeriesRequest(
-        metadata=pb.SeriesUploadMetadata(disease=disease, total_size_bytes=size)
+        metadata=pb.SeriesUploadMetadata(
+            disease=disease, total_size_bytes=size, dicom_reports=dicom_reports
+        )
     )
     with path.open("rb") as stream:
         while chunk := stream.read(chunk_bytes):
@@ -55,8 +58,11 @@ def analyze_series(
     disease: str,
     timeout_s: float,
     on_sent: Callable[[int], None] | None = None,
+    dicom_reports: bool = False,
 ) -> Response:
     """Streams the zip at path to the gateway and returns the analysis.
+
+    With `dicom_reports`, the answer also carries the result as DICOM (`write_reports`).
 
     Raises:
         CallFailed: the call ended with a status other than OK.
@@ -66,13 +72,32 @@ def analyze_series(
         stub = series_analysis_service_pb2_grpc.SeriesAnalysisServiceStub(channel)
         try:
             response: Response = stub.AnalyzeSeries(
-                upload_messages(path, disease, on_sent=on_sent),
+                upload_messages(path, disease, on_sent=on_sent, dicom_reports=dicom_reports),
                 timeout=timeout_s,
                 metadata=((REQUEST_ID_KEY, request_id),),
             )
         except grpc.RpcError as exc:
             raise call_failed(exc, request_id) from None
     return response
+
+
+def write_reports(response: Response, folder: Path) -> list[Path]:
+    """Writes the answer's DICOM report and key images into folder; returns the files written.
+
+    `report-sr.dcm` (the TID 1500 Measurement Report) always; `key-images-kos.dcm` when a
+    slice is flagged. They carry the patient's identity, as the study's images do.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in (
+        ("report-sr.dcm", response.dicom_reports.measurement_report),
+        ("key-images-kos.dcm", response.dicom_reports.key_images),
+    ):
+        if data:
+            path = folder / name
+            path.write_bytes(data)
+            written.append(path)
+    return written
 
 
 def block(probability: float) -> str:

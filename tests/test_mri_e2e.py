@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pydicom
 import pytest
 from medimg.v1 import model_info_pb2
 from medimg.v1 import series_analysis_service_pb2 as pb
@@ -143,3 +146,27 @@ def test_medimg_analyze_series_prints_the_flagged_slices_and_the_strip(
     assert any(line.startswith("flagged ") for line in lines)
     assert "not for clinical use" in result.stdout
     assert "uploaded; analysing" in result.stderr
+
+
+def test_medimg_analyze_series_writes_the_dicom_report_and_key_images_of_the_study(
+    gateway: Process, series_zip: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    command = ["--gateway", gateway.address, "analyze-series", str(series_zip)]
+    result = subprocess.run(
+        [sys.executable, "-m", "medimg_cli", *command, "--dicom-out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    with zipfile.ZipFile(series_zip) as archive:
+        first = next(name for name in archive.namelist() if name.endswith(".dcm"))
+        study_uid = pydicom.dcmread(io.BytesIO(archive.read(first))).StudyInstanceUID
+    report = pydicom.dcmread(out / "report-sr.dcm")
+    assert report.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert report.StudyInstanceUID == study_uid
+    assert f"wrote {out / 'report-sr.dcm'}" in result.stdout
+    flagged = any(line.startswith("flagged ") for line in result.stdout.splitlines())
+    assert (out / "key-images-kos.dcm").exists() == flagged
