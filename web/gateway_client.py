@@ -327,6 +327,12 @@ class SeriesAnalysis:
     elapsed_ms: float
     study: StudySummary = StudySummary()
     previews: tuple[bytes, ...] = ()  # PNGs of the pre-contrast slices, when asked
+    # The result as DICOM Part 10 files of the analysed study, when asked (dicom_reports):
+    # a TID 1500 Comprehensive 3D SR, and a Key Object Selection document naming the
+    # flagged slices' images (b"" when no slice is flagged). Both carry the patient's
+    # identity as the study does: web.series.deidentify cleans them before they are kept.
+    measurement_report: bytes = b""
+    key_images: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -607,13 +613,16 @@ class GatewayClient:
         disease: str,
         total_size_bytes: int = 0,
         preview_size_px: int = 0,
+        dicom_reports: bool = False,
         request_id: str | None = None,
         timeout_s: float | None = None,
     ) -> SeriesAnalysis:
         """Streams a series zip to the gateway chunk by chunk and returns its analysis.
 
         With `preview_size_px` > 0 the answer carries a PNG of every pre-contrast slice of
-        that size, so nobody else decodes the series again for thumbnails.
+        that size, so nobody else decodes the series again for thumbnails. With
+        `dicom_reports` it carries the result as DICOM too (`measurement_report`,
+        `key_images`), empty from a service that does not make them yet.
         This is grpc's synchronous API, which reports the service's own status when the
         service ends the upload early; grpc.aio can lose that status (grpc/grpc#36066,
         see gateway/upstream.py `FirstStatus`), which is why this client does not use it.
@@ -621,7 +630,9 @@ class GatewayClient:
         """
         rid = _request_id(request_id)
         started = time.perf_counter()
-        messages = _upload_messages(chunks, disease, total_size_bytes, preview_size_px)
+        messages = _upload_messages(
+            chunks, disease, total_size_bytes, preview_size_px, dicom_reports=dicom_reports
+        )
         timeout = timeout_s or self.config.series_timeout_s
         response = self._call("AnalyzeSeries", self._series.AnalyzeSeries, messages, timeout, rid)
         timings = response.timings
@@ -651,6 +662,8 @@ class GatewayClient:
             elapsed_ms=_elapsed_ms(started),
             study=_study(response.study),
             previews=tuple(response.preview_png),
+            measurement_report=response.dicom_reports.measurement_report,
+            key_images=response.dicom_reports.key_images,
         )
 
     def inspect_series(
@@ -792,12 +805,20 @@ def file_chunks(stream: IO[bytes], chunk_bytes: int = SERIES_CHUNK_BYTES) -> Ite
 
 
 def _upload_messages(
-    chunks: Iterable[bytes], disease: str, total_size_bytes: int, preview_size_px: int = 0
+    chunks: Iterable[bytes],
+    disease: str,
+    total_size_bytes: int,
+    preview_size_px: int = 0,
+    *,
+    dicom_reports: bool = False,
 ) -> Iterator[series_analysis_service_pb2.AnalyzeSeriesRequest]:
     pb = series_analysis_service_pb2
     yield pb.AnalyzeSeriesRequest(
         metadata=pb.SeriesUploadMetadata(
-            disease=disease, total_size_bytes=total_size_bytes, preview_size_px=preview_size_px
+            disease=disease,
+            total_size_bytes=total_size_bytes,
+            preview_size_px=preview_size_px,
+            dicom_reports=dicom_reports,
         )
     )
     for chunk in chunks:

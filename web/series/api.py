@@ -1,12 +1,17 @@
-"""The series operations of the REST API: POST series/ queues a job, GET series/{id}/ reads it."""
+"""The series operations of the REST API: POST series/ queues a job, GET series/{id}/ reads it.
+
+GET series/{id}/sr and series/{id}/kos send the job's DICOM results, de-identified.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
+from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -15,12 +20,14 @@ from rest_framework.response import Response
 from web.api.base import ApiView, api_user
 from web.api.exceptions import ApiError
 from web.api.serializers import error_responses
+from web.api.views import AnyAcceptNegotiation
 from web.core.context_processors import DEMO_MODEL_WARNING
-from web.series import selectors, services
+from web.series import selectors, services, views
 from web.series.models import SeriesJob
 from web.series.study import ORDERED_BY, PHASE_LABELS, SELECTED_BY, instance_number
 
 SERIES = ["series"]
+_Get = Callable[..., FileResponse]
 
 
 class SliceImageSerializer(serializers.Serializer[dict[str, Any]]):
@@ -119,6 +126,8 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
     url = serializers.SerializerMethodField()
+    sr_url = serializers.SerializerMethodField()
+    kos_url = serializers.SerializerMethodField()
 
     @extend_schema_field(StudySerializer(allow_null=True))
     def get_study(self, job: SeriesJob) -> dict[str, Any] | None:
@@ -143,6 +152,23 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
         request: Request | None = self.context.get("request")
         path = f"/api/v1/series/{job.pk}/"
         return request.build_absolute_uri(path) if request is not None else path
+
+    def _report_url(self, job: SeriesJob, kind: str, size: int) -> str | None:
+        if size <= 0:
+            return None
+        request: Request | None = self.context.get("request")
+        path = f"/api/v1/series/{job.pk}/{kind}"
+        return request.build_absolute_uri(path) if request is not None else path
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_sr_url(self, job: SeriesJob) -> str | None:
+        """Returns where the job's DICOM report (TID 1500 SR) is; null while it has none."""
+        return self._report_url(job, "sr", job.sr_bytes)
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_kos_url(self, job: SeriesJob) -> str | None:
+        """Returns where the job's key images (KOS) are; null when it has none."""
+        return self._report_url(job, "kos", job.kos_bytes)
 
 
 class SeriesCreateApi(ApiView):
@@ -218,3 +244,80 @@ class SeriesItemApi(ApiView):
         if job is None:
             raise NotFound("No such series.")
         return Response(SeriesJobSerializer(job, context={"request": request}).data)
+
+
+def _report_schema(kind: Literal["sr", "kos"]) -> Callable[[_Get], _Get]:
+    """Returns the schema of GET series/{id}/sr or series/{id}/kos."""
+    what = {
+        "sr": "The analysis as a DICOM Comprehensive 3D SR (TID 1500 Measurement Report, SOP "
+        "class 1.2.840.10008.5.1.4.1.1.88.34): each flagged slice's finding, both models' "
+        "probabilities and the fused decision, referencing the study's images by their "
+        "SOPInstanceUIDs.",
+        "kos": "The flagged slices' images as a DICOM Key Object Selection document (SOP class "
+        "1.2.840.10008.5.1.4.1.1.88.59). A job that flagged no slice has none.",
+    }[kind]
+    return extend_schema(
+        operation_id=f"series_{kind}",
+        tags=SERIES,
+        summary={"sr": "The DICOM report (SR)", "kos": "The key images (KOS)"}[kind],
+        description=what + " De-identified (DICOM PS3.15 Basic Application Level "
+        "Confidentiality Profile, Retain UIDs): it holds no patient name, ID or birth date, "
+        "and its references still resolve to the hospital's images. Demo models' results say "
+        "NOT FOR CLINICAL USE. Served as an attachment whatever the Accept header asks.",
+        responses={
+            (200, "application/dicom"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="A DICOM Part 10 file."
+            ),
+            **error_responses(401),
+            404: OpenApiResponse(
+                error_responses(404)[404].response,
+                description="No such series (or anybody else's), or the series has no such "
+                "object: its analysis has not finished"
+                + (", or it flagged no slice." if kind == "kos" else "."),
+            ),
+        },
+    )
+
+
+class _SeriesReportApi(ApiView):
+    """Sends one of the caller's jobs' DICOM results, de-identified, to the caller only."""
+
+    # application/dicom for the file, JSON for errors, whatever the client accepts.
+    content_negotiation_class = AnyAcceptNegotiation
+    kind: Literal["sr", "kos"] = "sr"
+
+    def get(self, request: Request, job_id: uuid.UUID) -> FileResponse:
+        """Returns the file; 404 for anybody else's job, a missing one, or one without it."""
+        job = selectors.series_job_get(user=api_user(request), job_id=job_id)
+        if job is None:
+            raise NotFound("No such series.")
+        try:
+            return views.report_response(job, self.kind)
+        except Http404:
+            raise ApiError(
+                views.REPORT_MISSING[self.kind],
+                status_code=404,
+                reason="SERIES_REPORT_NONE" if self.kind == "sr" else "SERIES_KEY_IMAGES_NONE",
+            ) from None
+
+
+class SeriesReportApi(_SeriesReportApi):
+    """Sends the job's DICOM report (TID 1500 Comprehensive 3D SR)."""
+
+    kind = "sr"
+
+    @_report_schema("sr")
+    def get(self, request: Request, job_id: uuid.UUID) -> FileResponse:
+        """Returns the SR; 404 for anybody else's job, a missing one, or one without it."""
+        return super().get(request, job_id)
+
+
+class SeriesKeyImagesApi(_SeriesReportApi):
+    """Sends the job's key images (Key Object Selection document)."""
+
+    kind = "kos"
+
+    @_report_schema("kos")
+    def get(self, request: Request, job_id: uuid.UUID) -> FileResponse:
+        """Returns the KOS; 404 for anybody else's job, a missing one, or one without it."""
+        return super().get(request, job_id)

@@ -7,4 +7,6 @@ from web.series import api
 urlpatterns = [
     path("series/", api.SeriesCreateApi.as_view(), name="series"),
     path("series/<uuid:job_id>/", api.SeriesItemApi.as_view(), name="series-detail"),
+    path("series/<uuid:job_id>/sr", api.SeriesReportApi.as_view(), name="series-sr"),
+    path("series/<uuid:job_id>/kos", api.SeriesKeyImagesApi.as_view(), name="series-kos"),
 ]

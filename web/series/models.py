@@ -35,6 +35,16 @@ class SeriesJob(models.Model):
         THUMBNAILS = "thumbnails", "Preparing the slice viewer"
         FINISHED = "finished", "Finished"
 
+    class Upload(models.TextChoices):
+        """What is stored of the uploaded study (web/README.md, "What is kept of a study")."""
+
+        # The upload as sent, patient data and all: only while the job may still run.
+        ORIGINAL = "original", "The original upload"
+        # Once analysed: the PS3.15 Basic Profile copy (web.series.deidentify), UIDs kept.
+        DEIDENTIFIED = "deidentified", "A de-identified copy"
+        # Refused for good, or the copy could not be made: nothing of the study is kept.
+        DELETED = "deleted", "Nothing"
+
     # Random ids: nothing about other users' jobs can be guessed or counted from them.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -45,9 +55,15 @@ class SeriesJob(models.Model):
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.WAITING)
     progress = models.FloatField(default=0.0)  # 0 to 1 within the analysis
 
-    # The stored zip, by its name in the private storage; its size in bytes.
+    # The stored zip, by its name in the private storage; the upload's size in bytes.
     zip_name = models.CharField(max_length=200)
     zip_bytes = models.PositiveBigIntegerField()
+    # Whether that zip is the original, its de-identified copy, or gone.
+    upload = models.CharField(max_length=16, choices=Upload.choices, default=Upload.ORIGINAL)
+    # Sizes of the stored, de-identified DICOM results (0: none): the TID 1500 SR and the
+    # Key Object Selection of the flagged slices' images (none when no slice is flagged).
+    sr_bytes = models.PositiveIntegerField(default=0)
+    kos_bytes = models.PositiveIntegerField(default=0)
 
     # Findings: [{"index": 0, "positive": false, "scores": {"single": 0.1, ...},
     #   "images": [{"phase": "pre", "sop_instance_uid": "1.2...", "instance_number": 1,

@@ -1,16 +1,16 @@
-"""Reads of the series app: a user's own jobs only, their thumbnails, the viewer's data."""
+"""Reads of the series app: a user's own jobs only, their files (thumbnails, SR, KOS), the plot."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from django.db.models import QuerySet
 
 from web.series.models import SeriesJob
-from web.series.storage import THUMBNAIL_DIR, series_root
+from web.series.storage import REPORT_DIR, REPORT_FILES, THUMBNAIL_DIR, series_root
 
 if TYPE_CHECKING:
     from web.accounts.models import User
@@ -31,6 +31,14 @@ def series_thumbnail_path(*, job: SeriesJob, index: int) -> Path | None:
     if not 0 <= index < job.thumbnail_count:
         return None
     path = series_root() / THUMBNAIL_DIR / job.pk.hex / f"{index}.png"
+    return path if path.is_file() else None
+
+
+def series_report_path(*, job: SeriesJob, kind: Literal["sr", "kos"]) -> Path | None:
+    """Returns the job's stored, de-identified SR or KOS, or None when it has none."""
+    if (job.sr_bytes if kind == "sr" else job.kos_bytes) <= 0:
+        return None
+    path = series_root() / REPORT_DIR / job.pk.hex / REPORT_FILES[kind]
     return path if path.is_file() else None
 
 

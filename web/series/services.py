@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import time
 import uuid
@@ -15,7 +16,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -25,14 +26,24 @@ from django.utils import timezone
 from servicekit.request_context import accept_request_id, current_request_id
 from web import gateway_client
 from web.gateway_client import GatewayClient, GatewayError, SeriesAnalysis, StudySummary
+from web.series import deidentify
 from web.series.models import SeriesJob
-from web.series.storage import PARTIAL_DIR, THUMBNAIL_DIR, ZIP_DIR, private_dir, series_root
+from web.series.storage import (
+    PARTIAL_DIR,
+    REPORT_DIR,
+    REPORT_FILES,
+    THUMBNAIL_DIR,
+    ZIP_DIR,
+    private_dir,
+    series_root,
+)
 from web.series.study import slice_images_json, study_json
 
 if TYPE_CHECKING:
     from web.accounts.models import User
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ZIP_SIGNATURES = (b"PK\x03\x04",)
 COPY_BYTES = 1024 * 1024
@@ -427,8 +438,16 @@ def series_jobs_recover() -> tuple[int, int]:
 
 
 def series_job_retry(*, job: SeriesJob) -> SeriesJob:
-    """Queues a failed, retryable job again; any other job comes back unchanged."""
-    if job.status != SeriesJob.Status.FAILED or not job.retryable:
+    """Queues a failed, retryable job again; any other job comes back unchanged.
+
+    Only a job that still has its original upload can run again (a retryable failure
+    keeps it; web/README.md, "What is kept of a study").
+    """
+    if (
+        job.status != SeriesJob.Status.FAILED
+        or not job.retryable
+        or job.upload != SeriesJob.Upload.ORIGINAL
+    ):
         return job
     with transaction.atomic():
         SeriesJob.objects.filter(pk=job.pk, status=SeriesJob.Status.FAILED).update(
@@ -447,11 +466,12 @@ def series_job_retry(*, job: SeriesJob) -> SeriesJob:
 
 
 def series_job_delete(*, job: SeriesJob) -> None:
-    """Deletes a job and its stored zip and thumbnails."""
+    """Deletes a job and its stored zip, thumbnails, SR and KOS."""
     job_hex = job.pk.hex
     job.delete()
     (series_root() / job.zip_name).unlink(missing_ok=True)
     shutil.rmtree(series_root() / THUMBNAIL_DIR / job_hex, ignore_errors=True)
+    shutil.rmtree(series_root() / REPORT_DIR / job_hex, ignore_errors=True)
 
 
 # --- processing -----------------------------------------------------------------------------
@@ -472,8 +492,11 @@ class _Sent:
 def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> SeriesJob:
     """Streams a claimed job's zip to the gateway, then records the findings and thumbnails.
 
-    The analysis also returns the study it read and a THUMBNAIL_PX preview of every
-    pre-contrast slice, which become the viewer's thumbnails.
+    The analysis also returns the study it read, a THUMBNAIL_PX preview of every
+    pre-contrast slice, which become the viewer's thumbnails, and the result as DICOM (a
+    TID 1500 SR and a KOS), which series_job_record keeps de-identified. The analysis reads
+    the original upload: the service needs its SeriesDescription and acquisition times to
+    pick the contrast phases, and keeps nothing of it beyond the call.
 
     The call runs in a helper thread while this thread writes the progress and the
     heartbeat to the row, so every database write stays in the worker's own thread.
@@ -492,6 +515,7 @@ def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> S
                 disease=job.disease,
                 total_size_bytes=job.zip_bytes,
                 preview_size_px=THUMBNAIL_PX,
+                dicom_reports=True,
                 request_id=job.request_id or None,
             )
             result = _await(future.result, lambda: _beat(job, sent.count))
@@ -503,7 +527,7 @@ def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> S
     return series_job_record(job=job, result=result)
 
 
-def _await(result: Callable[..., SeriesAnalysis], beat: Callable[[], None]) -> SeriesAnalysis:
+def _await(result: Callable[..., T], beat: Callable[[], None]) -> T:
     while True:
         try:
             return result(timeout=PROGRESS_EVERY_S)
@@ -554,6 +578,7 @@ def series_job_record(*, job: SeriesJob, result: SeriesAnalysis) -> SeriesJob:
         stage=SeriesJob.Stage.THUMBNAILS, progress=0.95, heartbeat_at=timezone.now()
     )
     job.thumbnail_count = _store_thumbnails(job, result.previews)
+    _keep_deidentified(job, result)
     job.status, job.stage, job.progress = SeriesJob.Status.DONE, SeriesJob.Stage.FINISHED, 1.0
     job.error_code = job.error_message = ""
     job.retryable = False
@@ -581,6 +606,80 @@ def _store_thumbnails(job: SeriesJob, previews: Sequence[bytes]) -> int:
     return len(previews)
 
 
+def _keep_deidentified(job: SeriesJob, result: SeriesAnalysis) -> None:
+    """Keeps the SR and the KOS de-identified and replaces the upload by its de-identified copy.
+
+    One seed for the three, so their replacement names, IDs and date shift agree; it lives
+    in this call only. What cannot be de-identified is not kept: an SR or KOS that does
+    not read is dropped, and a study whose copy fails loses its original all the same
+    (the findings stay). Runs in a helper thread while this one beats the heartbeat, as
+    a large study takes a while and a silent job would be taken for a dead worker's.
+    """
+    seed = secrets.token_hex(16)
+    folder = private_dir(REPORT_DIR) / job.pk.hex
+    for kind, data in (("sr", result.measurement_report), ("kos", result.key_images)):
+        size = 0
+        if data:
+            try:
+                cleaned = deidentify.deidentify_part10(data, seed=seed)
+            except deidentify.NotDeidentifiable as error:
+                logger.error("series job %s: the %s is not kept: %s", job.pk, kind, error)
+            else:
+                folder.mkdir(mode=0o700, exist_ok=True)
+                _write_private(folder / REPORT_FILES[kind], cleaned)
+                size = len(cleaned)
+        if kind == "sr":
+            job.sr_bytes = size
+        else:
+            job.kos_bytes = size
+    original = series_root() / job.zip_name
+    if job.upload != SeriesJob.Upload.ORIGINAL or not original.is_file():
+        return
+    copy = original.with_suffix(".deid.part")
+    try:
+        with ThreadPoolExecutor(1, "series-deid") as pool:
+            future = pool.submit(deidentify.deidentify_study_zip, original, copy, seed=seed)
+            kept = _await(future.result, lambda: _heartbeat(job))
+        copy.chmod(0o600)
+        os.replace(copy, original)  # the original's name now holds the copy, atomically
+    except Exception as error:  # whatever went wrong, the original must not stay
+        logger.error(
+            "series job %s: no de-identified copy (%s); the upload is deleted",
+            job.pk,
+            type(error).__name__,
+        )
+        copy.unlink(missing_ok=True)
+        original.unlink(missing_ok=True)
+        job.upload = SeriesJob.Upload.DELETED
+        return
+    job.upload = SeriesJob.Upload.DEIDENTIFIED
+    logger.info(
+        "series job %s: upload replaced by its de-identified copy (%d objects, %d left out)",
+        job.pk,
+        kept.kept,
+        kept.left_out,
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Writes a file readable by this process's user only, from its first byte."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        out.write(data)
+
+
+def _heartbeat(job: SeriesJob) -> None:
+    job.heartbeat_at = timezone.now()
+    SeriesJob.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at)
+
+
+def _delete_upload(job: SeriesJob) -> None:
+    """Deletes the stored upload of a job that will not run again (refused for good)."""
+    if job.upload == SeriesJob.Upload.DELETED:
+        return
+    (series_root() / job.zip_name).unlink(missing_ok=True)
+    job.upload = SeriesJob.Upload.DELETED
+
+
 def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:
     """Records that the gateway could not analyse the series, and why."""
     job.request_id = error.request_id or job.request_id
@@ -588,10 +687,17 @@ def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:
 
 
 def _fail(job: SeriesJob, code: str, message: str, retryable: bool) -> SeriesJob:
+    """Records a failure; one refused for good deletes the upload, a retryable one keeps it.
+
+    Refused for good (the study rejected, not retryable): nothing will read the upload
+    again. Retryable (the service down, busy, slow): the retry needs the original.
+    """
     job.status, job.stage = SeriesJob.Status.FAILED, SeriesJob.Stage.FINISHED
     job.error_code, job.error_message = code, message[:500]
     job.retryable = retryable
     job.finished_at = timezone.now()
+    if not retryable:
+        _delete_upload(job)
     job.save()
     logger.warning("series job %s failed: %s", job.pk, code)
     return job

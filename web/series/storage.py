@@ -1,4 +1,4 @@
-"""Private storage of series zips, partial uploads and slice thumbnails: owner-only, no URL."""
+"""Private storage of series zips, partial uploads, thumbnails, SRs and KOSs: owner-only, no URL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from django.core.files.storage import FileSystemStorage
 PARTIAL_DIR = "partial"
 ZIP_DIR = "zips"
 THUMBNAIL_DIR = "thumbnails"
+# One folder per job: sr.dcm and kos.dcm, the de-identified DICOM results.
+REPORT_DIR = "reports"
+REPORT_FILES = {"sr": "sr.dcm", "kos": "kos.dcm"}
 
 
 class PrivateSeriesStorage(FileSystemStorage):

@@ -13,6 +13,8 @@ urlpatterns = [
     path("<uuid:job_id>/", views.detail, name="detail"),
     path("<uuid:job_id>/progress", views.progress, name="progress"),
     path("<uuid:job_id>/slices/<int:index>.png", views.thumbnail, name="thumbnail"),
+    path("<uuid:job_id>/sr.dcm", views.measurement_report, name="sr"),
+    path("<uuid:job_id>/kos.dcm", views.key_images, name="kos"),
     path("<uuid:job_id>/retry/", views.retry, name="retry"),
     path("<uuid:job_id>/delete/", views.delete, name="delete"),
 ]

@@ -1,8 +1,9 @@
-"""Pages of the series app: upload (chunked by the page's script), job page, progress, viewer."""
+"""Pages of the series app: upload (chunked by the script), job page, progress, viewer, SR, KOS."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 from django.conf import settings
 from django.contrib import messages
@@ -208,6 +209,48 @@ def thumbnail(request: HttpRequest, job_id: uuid.UUID, index: int) -> FileRespon
     return response
 
 
+# What a download of a job's DICOM results answers when the job has none of that kind.
+REPORT_MISSING = {
+    "sr": "This series has no DICOM report (SR): its analysis has not finished.",
+    "kos": "This series has no key images (KOS): its analysis has not finished, or it "
+    "flagged no slice.",
+}
+REPORT_SUFFIX = {"sr": "sr", "kos": "key-images"}
+
+
+def report_filename(job: SeriesJob, kind: Literal["sr", "kos"]) -> str:
+    """Returns the name a downloaded SR or KOS is saved under: the job's id and the kind."""
+    return f"series-{job.pk}-{REPORT_SUFFIX[kind]}.dcm"
+
+
+def report_response(job: SeriesJob, kind: Literal["sr", "kos"]) -> FileResponse:
+    """Returns the job's de-identified SR or KOS as application/dicom; Http404 if none."""
+    path = selectors.series_report_path(job=job, kind=kind)
+    if path is None:
+        raise Http404(REPORT_MISSING[kind])
+    response = FileResponse(
+        path.open("rb"),
+        content_type="application/dicom",
+        as_attachment=True,
+        filename=report_filename(job, kind),
+    )
+    response["Cache-Control"] = "no-store, private"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_safe
+def measurement_report(request: HttpRequest, job_id: uuid.UUID) -> FileResponse:
+    """Sends the job's DICOM report (TID 1500 SR), de-identified, to its owner only."""
+    return report_response(_owned(request, job_id), "sr")
+
+
+@require_safe
+def key_images(request: HttpRequest, job_id: uuid.UUID) -> FileResponse:
+    """Sends the job's key images (KOS), de-identified, to its owner only."""
+    return report_response(_owned(request, job_id), "kos")
+
+
 @require_POST
 def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Queues a failed job's stored series again."""
@@ -221,7 +264,7 @@ def retry(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 @require_http_methods(["GET", "HEAD", "POST"])
 def delete(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    """Asks to confirm, then deletes the job, its zip and its thumbnails."""
+    """Asks to confirm, then deletes the job, its zip, thumbnails, SR and KOS."""
     job = _owned(request, job_id)
     if request.method == "POST":
         if job.status == SeriesJob.Status.RUNNING:

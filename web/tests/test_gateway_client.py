@@ -55,6 +55,7 @@ class FakeGateway(
     refuse_series_above: int = 10_000_000
     delay_s: float = 0.0
     preview_sizes: list[int] = field(default_factory=list)
+    dicom_reports: list[bool] = field(default_factory=list)
 
     def _seen(self, context: Any) -> None:
         self.request_ids.append(dict(context.invocation_metadata()).get("x-request-id", ""))
@@ -96,6 +97,7 @@ class FakeGateway(
             if message.HasField("metadata"):
                 disease = message.metadata.disease
                 self.preview_sizes.append(message.metadata.preview_size_px)
+                self.dicom_reports.append(message.metadata.dicom_reports)
                 if message.metadata.total_size_bytes > self.refuse_series_above:
                     abort(
                         context,
@@ -141,6 +143,11 @@ class FakeGateway(
             timings=pb.SeriesTimings(upload_ms=1.5, prepare_ms=2.5, model_ms=3.5),
             study=_study(),
             preview_png=[b"\x89PNG-0", b"\x89PNG-1"],
+            dicom_reports=(
+                pb.DicomReports(measurement_report=b"SR", key_images=b"KOS")
+                if self.dicom_reports[-1]
+                else None
+            ),
         )
 
     def InspectSeries(
@@ -489,6 +496,17 @@ def test_the_analysis_carries_each_slices_images_the_study_and_the_previews(
     )
     assert result.previews == (b"\x89PNG-0", b"\x89PNG-1")
     assert result.study == EXPECTED_STUDY
+    # Not asked for: no DICOM results.
+    assert fake.dicom_reports == [False]
+    assert (result.measurement_report, result.key_images) == (b"", b"")
+
+
+def test_an_analysis_asked_for_dicom_reports_carries_the_sr_and_the_kos(
+    client: GatewayClient, fake: FakeGateway
+) -> None:
+    result = client.analyze_series(chunks=[b"zip"], disease="mri", dicom_reports=True)
+    assert fake.dicom_reports == [True]
+    assert (result.measurement_report, result.key_images) == (b"SR", b"KOS")
 
 
 def test_an_inspection_returns_the_study_and_asks_for_no_previews_by_default(
