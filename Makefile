@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := all,dev
-PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) tests protos/generate.py web
+PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) dicom_receiver tests protos/generate.py web
 
 .PHONY: help venv run test unit lint format protos bench images clean
 

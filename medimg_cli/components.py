@@ -121,6 +121,24 @@ def trainer_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     return Launch(argv=(sys.executable, "-m", component.module), env=env)
 
 
+def dicom_launch(component: Component, ports: Mapping[str, int]) -> Launch:
+    """Starts the DICOM receiver, a gateway client: told where the gateway is and where to spool.
+
+    It listens for C-STORE on DICOM_BIND_ADDRESS:DICOM_PORT (default 127.0.0.1:11112;
+    `up` does not set the address, so DICOM_BIND_ADDRESS=0.0.0.0 opens it to a PACS), sends
+    stable studies to the gateway's AnalyzeSeries and the results to DICOM_DESTINATION
+    (dicom_receiver/README.md). Its spool defaults to var/dicom under the current directory,
+    beside the gateway's state, unless DICOM_SPOOL_DIR says otherwise.
+    """
+    env = {}
+    if "gateway" in ports:
+        env[f"{component.env_prefix}GATEWAY_ADDRESS"] = f"{LOOPBACK}:{ports['gateway']}"
+    spool = f"{component.env_prefix}SPOOL_DIR"
+    if not os.environ.get(spool, "").strip():
+        env[spool] = str(Path.cwd() / "var" / "dicom")
+    return Launch(argv=(sys.executable, "-m", component.module), env=env)
+
+
 def plugin_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     """Starts a plug-in service as `python -m <module>` with its checkout on PYTHONPATH.
 
@@ -140,9 +158,11 @@ MRI = Component("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES, python_
 TRAINER = Component(
     "trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER, trainer_launch
 )
+# The DICOM receiver is a gateway client like the web tier: no kind, started after the gateway.
+DICOM = Component("dicom", "dicom_receiver", "DICOM_", 11112, None, dicom_launch)
 WEB = Component("web", "web", "WEB_", 8000, None, web_launch)
 
-BUILT_INS: tuple[Component, ...] = (SKIN, MRI, TRAINER, GATEWAY, WEB)
+BUILT_INS: tuple[Component, ...] = (SKIN, MRI, TRAINER, GATEWAY, DICOM, WEB)
 # Names a plug-in may not take: the built-ins, and the other objects of the k8s/ deployment.
 RESERVED_NAMES = frozenset(
     {c.name for c in BUILT_INS} | {"tfserving", "torchserve", "postgres", "redis", "medimg"}
@@ -220,11 +240,12 @@ def discover_plugins(root: Path, taken: Iterable[Component] = BUILT_INS) -> tupl
 
 
 def component_table(plugins: Iterable[Component]) -> tuple[Component, ...]:
-    """Returns the components in start order: services (built-in, then plug-ins), gateway, web.
+    """Returns the components in start order: services, gateway, then the DICOM receiver and web.
 
-    The services start before the gateway, which routes to every service started with it.
+    The services (built-in, then plug-ins) start before the gateway, which routes to every
+    service started with it; its clients start after it.
     """
-    return (SKIN, MRI, TRAINER, *plugins, GATEWAY, WEB)
+    return (SKIN, MRI, TRAINER, *plugins, GATEWAY, DICOM, WEB)
 
 
 def _discover_at_import() -> tuple[tuple[Component, ...], str | None]:

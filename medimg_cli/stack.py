@@ -8,6 +8,7 @@ from pathlib import Path
 from medimg_cli.components import (
     BY_NAME,
     COMPONENTS,
+    DICOM,
     GATEWAY,
     LOOPBACK,
     WEB,
@@ -116,4 +117,6 @@ def where_line(name: str, port: int) -> str:
         return f"{name}: http://{LOOPBACK}:{port}"
     if name == GATEWAY.name:
         return f"{name}: {LOOPBACK}:{port} (gRPC; `medimg models` lists its routes)"
+    if name == DICOM.name:
+        return f"{name}: {LOOPBACK}:{port} (DICOM C-STORE and C-ECHO, AE title from DICOM_AE_TITLE)"
     return f"{name}: {LOOPBACK}:{port} (gRPC, routed by the gateway)"

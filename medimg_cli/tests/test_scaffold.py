@@ -176,7 +176,7 @@ def test_plugins_start_after_the_built_in_services_and_before_the_gateway(tmp_pa
     write_plugin(tmp_path, "eye_service", port=50071)
     plugins = discover_plugins(tmp_path)
     names = [c.name for c in component_table(plugins)]
-    assert names == ["skin", "mri", "trainer", "eye", "lung", "gateway", "web"]
+    assert names == ["skin", "mri", "trainer", "eye", "lung", "gateway", "dicom", "web"]
     routes = gateway_routes({plugins[0]: 50071, plugins[1]: 50070, GATEWAY: 50051})
     assert routes == "eye=image@127.0.0.1:50071;lung=image@127.0.0.1:50070"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from medimg_cli.components import (
     BUILT_INS,
     BY_NAME,
+    DICOM,
     GATEWAY,
     MRI,
     SKIN,
@@ -29,7 +31,14 @@ from medimg_cli.stack import (
     where_line,
 )
 
-ALL_PORTS = {"skin": 50061, "mri": 50062, "trainer": 50063, "gateway": 50051, "web": 8000}
+ALL_PORTS = {
+    "skin": 50061,
+    "mri": 50062,
+    "trainer": 50063,
+    "gateway": 50051,
+    "dicom": 11112,
+    "web": 8000,
+}
 STATE_DIR = Path("/srv/medimg/var/gateway")
 
 
@@ -45,6 +54,7 @@ def test_the_table_holds_every_built_in_with_its_prefix_port_and_kind() -> None:
         ("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES),
         ("trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER),
         ("gateway", "gateway", "GATEWAY_", 50051, None),
+        ("dicom", "dicom_receiver", "DICOM_", 11112, None),
         ("web", "web", "WEB_", 8000, None),
     ]
 
@@ -52,7 +62,7 @@ def test_the_table_holds_every_built_in_with_its_prefix_port_and_kind() -> None:
 def test_it_starts_what_is_installed_and_skips_the_rest() -> None:
     present, skipped = choose_components(None, only_gateway)
     assert present == [GATEWAY]
-    assert [c for c in skipped if c in BUILT_INS] == [SKIN, MRI, TRAINER, WEB]
+    assert [c for c in skipped if c in BUILT_INS] == [SKIN, MRI, TRAINER, DICOM, WEB]
 
 
 def test_only_narrows_the_components() -> None:
@@ -108,6 +118,37 @@ def test_the_web_tier_is_told_where_the_gateway_is() -> None:
     assert env["GATEWAY_ADDR"] == "127.0.0.1:50051"
 
 
+def test_the_dicom_receiver_is_told_the_gateway_and_gets_a_spool_beside_its_state(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DICOM_SPOOL_DIR", raising=False)
+    ports = {**ALL_PORTS, "gateway": 50151, "dicom": 11212}
+    base = {"DICOM_GATEWAY_ADDRESS": "elsewhere:1", "DICOM_DESTINATION": "PACS@pacs:104"}
+    env = child_environment(DICOM, ports, base=base, state_dir=STATE_DIR)
+    assert env["DICOM_PORT"] == "11212"
+    assert env["DICOM_GATEWAY_ADDRESS"] == "127.0.0.1:50151"
+    assert env["DICOM_SPOOL_DIR"] == str(tmp_path / "var" / "dicom")
+    assert env["DICOM_DESTINATION"] == "PACS@pacs:104"
+    assert "GATEWAY_ROUTES" not in env
+
+
+def test_the_dicom_receivers_spool_set_by_the_caller_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DICOM_SPOOL_DIR", "/srv/spool")
+    env = child_environment(DICOM, ALL_PORTS, base=dict(os.environ), state_dir=STATE_DIR)
+    assert env["DICOM_SPOOL_DIR"] == "/srv/spool"
+
+
+def test_the_dicom_receiver_starts_after_the_gateway_and_is_not_routed() -> None:
+    present, _ = choose_components(None, lambda component: True)
+    names = [c.name for c in present]
+    assert names.index("dicom") == names.index("gateway") + 1
+    env = child_environment(GATEWAY, ALL_PORTS, base={}, state_dir=STATE_DIR)
+    assert "dicom" not in env["GATEWAY_ROUTES"]
+
+
 def test_each_child_runs_its_module_with_this_python() -> None:
     specs = child_specs([SKIN, GATEWAY], ALL_PORTS, base={}, state_dir=STATE_DIR)
     assert [spec.argv for spec in specs] == [
@@ -133,10 +174,13 @@ def test_it_says_where_each_component_is() -> None:
     )
     assert where_line("web", 8000) == "web: http://127.0.0.1:8000"
     assert where_line("skin", 50061) == "skin: 127.0.0.1:50061 (gRPC, routed by the gateway)"
+    assert where_line("dicom", 11112) == (
+        "dicom: 127.0.0.1:11112 (DICOM C-STORE and C-ECHO, AE title from DICOM_AE_TITLE)"
+    )
 
 
 def test_a_package_counts_as_installed_only_with_a_main() -> None:
     assert module_has_main("medimg_cli")
     assert not module_has_main("medimg_cli.tests")
     assert not module_has_main("no_such_package_medimg")
-    assert {"skin", "mri", "trainer", "gateway", "web"} <= set(BY_NAME)
+    assert {"skin", "mri", "trainer", "gateway", "dicom", "web"} <= set(BY_NAME)
