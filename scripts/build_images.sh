@@ -12,7 +12,8 @@
 # skipped with a message: its Dockerfile is written to the web tier's contract.
 # Besides the built-in images, every plug-in disease service is built: a
 # <name>_service/component.json whose docker/<name>.Dockerfile exists (both written by
-# `medimg new-service <name>`), found here, never listed.
+# `medimg new-service <name>`), found here, never listed. The ohif image's build fetches
+# @ohif/app from the npm registry (docker/README.md), the Python images' builds from PyPI.
 set -euo pipefail
 
 # Before anything else, and with shell builtins only, so that the message is the first thing
@@ -47,7 +48,7 @@ script_dir="${BASH_SOURCE[0]%/*}"
 cd "$script_dir/.."
 
 # The image names, in build order, each built from docker/<name>.Dockerfile.
-images=(gateway skin mri trainer web skin-model mri-model)
+images=(gateway skin mri trainer web dicom-receiver skin-model mri-model ohif)
 
 # Then the plug-ins, in the order medimg starts them: by folder name, in byte order whatever
 # the locale. The folder names the plug-in (medimg refuses a component.json that sits

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dicom_receiver.settings import DEFAULT_PORT as DICOM_PORT
 from gateway.settings import DEFAULT_PORT as GATEWAY_PORT
 from medimg_cli.__main__ import main as medimg
 from medimg_cli.components import Component, ServiceKind, plugin_launch
@@ -54,6 +56,8 @@ from tests.support.dockerfile import (
     check_runs_as_non_root,
     check_runtime_copies_only_venv,
     check_skin_layout,
+    check_static_site_image,
+    check_template_variables,
     check_writable_dir,
     commands,
     copy_parts,
@@ -80,13 +84,29 @@ EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 
 @dataclass(frozen=True)
 class ServiceImage:
-    """A component image of the conventions: its module, extra, env prefix and port."""
+    """A component image of the conventions: its module, extra, env prefix and port.
+
+    host is the listen address's variable after the prefix (the receiver's is not HOST).
+    """
 
     name: str
     module: str
     extra: str
     prefix: str
     port: int
+    host: str = "HOST"
+
+
+@dataclass(frozen=True)
+class StaticSiteImage:
+    """A prebuilt web app from an npm package, served by nginx: the OHIF viewer."""
+
+    name: str
+    package: str
+    version: str
+    sha512: str  # of the package's tarball, as the registry publishes it (hex here)
+    port: int
+    template: str  # the nginx server template, relative to the repository
 
 
 @dataclass(frozen=True)
@@ -104,12 +124,23 @@ SERVICES = (
     ServiceImage("mri", "mri_service", "mri", "MRI_", 50062),
     ServiceImage("trainer", "trainer_service", "trainer", "TRAINER_", 50063),
     ServiceImage("web", "web", "web", "WEB_", 8000),
+    ServiceImage("dicom-receiver", "dicom_receiver", "dicom", "DICOM_", 11112, "BIND_ADDRESS"),
 )
 ARTIFACTS = (
     ArtifactImage("skin-model", "/artifacts/skin", "/models/skin"),
     ArtifactImage("mri-model", "/artifacts/model-store", "/home/model-server/model-store"),
 )
-IMAGE_NAMES = tuple(image.name for image in (*SERVICES, *ARTIFACTS))
+# `npm view @ohif/app@3.13.2 dist.integrity` (base64), as hex, checked on the tarball here.
+OHIF_SHA512 = (
+    "5997719a9986eeba85816f5924b71b82bdd70ad2e2d4a0cd3e831a798e4f3dee"
+    "a3e06e1f8c48e393271933a0ba664d85f3b04ac457e9abe8dde715d907d13c10"
+)
+STATIC_SITES = (
+    StaticSiteImage(
+        "ohif", "@ohif/app", "3.13.2", OHIF_SHA512, 8080, "docker/ohif/default.conf.template"
+    ),
+)
+IMAGE_NAMES = tuple(image.name for image in (*SERVICES, *ARTIFACTS, *STATIC_SITES))
 MRI_ARCHIVES = ("mri-single.mar", "mri-scantype.mar")
 
 
@@ -172,17 +203,18 @@ def test_it_finds_each_component_image_to_the_conventions(image: ServiceImage) -
     assert check_copies_only(stages, SHARED_SOURCES | {image.module}) == []
     assert check_entrypoint(stages, image.module) == []
     assert check_runtime_copies_only_venv(stages) == []
-    assert check_container_env(stages, image.prefix, image.port) == []
+    assert check_container_env(stages, image.prefix, image.port, image.host) == []
 
 
 def test_it_exposes_the_port_each_service_listens_on_by_default() -> None:
     ports = {i.name: i.port for i in SERVICES}
-    assert (ports["gateway"], ports["skin"], ports["mri"], ports["trainer"]) == (
-        GATEWAY_PORT,
-        SKIN_PORT,
-        MRI_PORT,
-        TRAINER_PORT,
-    )
+    assert (
+        ports["gateway"],
+        ports["skin"],
+        ports["mri"],
+        ports["trainer"],
+        ports["dicom-receiver"],
+    ) == (GATEWAY_PORT, SKIN_PORT, MRI_PORT, TRAINER_PORT, DICOM_PORT)
 
 
 def test_it_finds_every_plugin_image_in_docker_to_the_conventions() -> None:
@@ -202,7 +234,11 @@ def test_it_takes_torch_for_the_torch_images_from_the_cpu_index(name: str) -> No
 
 
 # The images whose service writes a directory of its own, named by this variable.
-WRITABLE_DIRS = {"gateway": "GATEWAY_STATE_DIR", "trainer": "TRAINER_DATA_DIR"}
+WRITABLE_DIRS = {
+    "gateway": "GATEWAY_STATE_DIR",
+    "trainer": "TRAINER_DATA_DIR",
+    "dicom-receiver": "DICOM_SPOOL_DIR",
+}
 
 
 @pytest.mark.parametrize(("name", "variable"), WRITABLE_DIRS.items())
@@ -216,6 +252,25 @@ def test_it_makes_the_directory_each_service_writes_owned_by_the_runtime_user(
 @pytest.mark.parametrize("image", ARTIFACTS, ids=lambda i: i.name)
 def test_it_finds_the_artifact_images_at_the_conventions_paths(image: ArtifactImage) -> None:
     assert check_artifact_image(stages_of(image.name), image.holds, image.target) == []
+
+
+@pytest.mark.parametrize("image", STATIC_SITES, ids=lambda i: i.name)
+def test_it_serves_the_static_app_of_the_pinned_package_on_nginx(image: StaticSiteImage) -> None:
+    stages = stages_of(image.name)
+    assert (
+        check_static_site_image(stages, image.package, image.version, image.sha512, image.port)
+        == []
+    )
+    assert check_template_variables(stages, (ROOT / image.template).read_text()) == []
+
+
+def test_it_serves_the_ohif_version_that_the_viewer_tests_install() -> None:
+    # scripts/install_ohif.sh fetches the viewer for the browser tests and docs/viewer/.
+    script = (ROOT / "scripts" / "install_ohif.sh").read_text()
+    match = re.search(r'^VERSION="\$\{OHIF_VERSION:-([^}]+)\}"$', script, re.MULTILINE)
+    assert match, "install_ohif.sh no longer reads its version as the test expects"
+    (image,) = STATIC_SITES
+    assert (image.package, image.version) == ("@ohif/app", match.group(1))
 
 
 def test_it_lays_out_the_skin_model_for_tf_serving() -> None:
@@ -405,6 +460,49 @@ def test_it_rejects_a_container_environment_off_the_conventions(old: str, new: s
 )
 def test_it_rejects_an_artifact_image_off_the_conventions_paths(old: str, new: str) -> None:
     assert check_artifact_image(broken("skin-model", old, new), "/artifacts/skin", "/models/skin")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("@ohif/app@3.13.2", "@ohif/app"),
+        ("@ohif/app@3.13.2", "@ohif/app@3.13.1"),
+        ("sha512sum -c -", "cat"),
+        ("5997719a", "0997719a"),
+        ("    && rm package/dist/app-config.js \\\n", ""),
+        ("nginxinc/nginx-unprivileged:1.28.0-alpine", "library/nginx:1.28.0-alpine"),
+        ("/fetch/package/dist/ /usr/share/nginx/html/", "/fetch/package/ /usr/share/nginx/html/"),
+        ("/etc/nginx/templates/default.conf.template", "/etc/nginx/conf.d/default.conf"),
+        ("    && chown 10001:10001 /etc/nginx/conf.d\n", "\n"),
+        ("EXPOSE 8080", "EXPOSE 80"),
+        ("EXPOSE 8080", 'EXPOSE 8080\nCMD ["nginx", "-g", "daemon off;"]'),
+    ],
+)
+def test_it_rejects_a_static_site_image_off_the_conventions(old: str, new: str) -> None:
+    (image,) = STATIC_SITES
+    stages = broken(image.name, old, new)
+    assert check_static_site_image(stages, image.package, image.version, image.sha512, image.port)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "template"),
+    [
+        (("ENV NGINX_ENVSUBST_FILTER=^OHIF_\n", ""), None),
+        (("^OHIF_", "^(OHIF_|uri)"), None),
+        (None, ("${OHIF_DICOMWEB_URL}", "${DICOMWEB_URL}")),
+        (None, ("${OHIF_DICOMWEB_URL}", "http://pacs:8042/dicom-web")),
+    ],
+)
+def test_it_rejects_a_template_whose_variables_the_filter_gets_wrong(
+    dockerfile: tuple[str, str] | None, template: tuple[str, str] | None
+) -> None:
+    (image,) = STATIC_SITES
+    stages = broken(image.name, *dockerfile) if dockerfile else stages_of(image.name)
+    text = (ROOT / image.template).read_text()
+    if template:
+        assert template[0] in text
+        text = text.replace(*template)
+    assert check_template_variables(stages, text)
 
 
 def test_it_rejects_a_skin_model_outside_its_version_folder() -> None:
@@ -658,7 +756,7 @@ def test_it_builds_exactly_the_conventions_tags(tmp_path: Path, web: bool) -> No
 
 @pytest.mark.parametrize(
     ("old", "new"),
-    [(" mri-model)", ")"), ('tag="medimg/$name:$version"', 'tag="medimg/$name:latest"')],
+    [(" ohif)", ")"), ('tag="medimg/$name:$version"', 'tag="medimg/$name:latest"')],
 )
 def test_it_rejects_a_build_script_off_the_conventions(tmp_path: Path, old: str, new: str) -> None:
     assert old in script_text()

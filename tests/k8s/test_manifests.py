@@ -39,10 +39,11 @@ COMPONENTS = {
     "tfserving": "model-server",
     "torchserve": "model-server",
     "web": "web",
+    "dicom-receiver": "dicom-receiver",
 }
 AUTOSCALED = ("skin", "mri", "tfserving", "torchserve")
 GRPC_SERVICES = ("gateway", "skin", "mri", "trainer", "tfserving", "torchserve")
-ROLES = {"web", "gateway", "service", "trainer", "model-server", "datastore"}
+ROLES = {"web", "gateway", "service", "trainer", "model-server", "datastore", "dicom-receiver"}
 NAME, PART_OF, ROLE = "app.kubernetes.io/name", "app.kubernetes.io/part-of", "medimg.io/role"
 QUEUE_DEPTH = K8S_DIR / "components" / "hpa-queue-depth"
 
@@ -233,8 +234,8 @@ def test_network_policies_deny_by_default_and_allow_by_role_only(
         assert set(target) <= {ROLE}, spec
         for rule in spec.get("ingress", []):
             for peer in rule["from"]:
-                if "namespaceSelector" in peer:
-                    continue
+                if "namespaceSelector" in peer or "ipBlock" in peer:
+                    continue  # from outside the namespace (tests/k8s/test_dicom_receiver.py)
                 source = peer["podSelector"]["matchLabels"]
                 assert set(source) == {ROLE}, spec
                 allowed.add((source[ROLE], target[ROLE]))
@@ -245,6 +246,9 @@ def test_network_policies_deny_by_default_and_allow_by_role_only(
         ("trainer", "gateway"),
         ("service", "model-server"),
         ("web", "datastore"),
+        # components/dicom-receiver: an in-cluster PACS sends to it; it calls the gateway.
+        ("pacs", "dicom-receiver"),
+        ("dicom-receiver", "gateway"),
     }
     # Services, the trainer and model servers are reached by the port name: each must have it.
     for obj, template in policy.pod_templates(rendered[overlay]):
