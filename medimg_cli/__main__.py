@@ -225,9 +225,10 @@ def run_up(args: argparse.Namespace) -> int:
         ports.check_ports_free(components.LOOPBACK, planned, hints)
     except ports.PortError as exc:
         return _fail("up", str(exc))
-    state_dir = Path.cwd() / "var" / "gateway"
-    state_dir.mkdir(parents=True, exist_ok=True)
-    specs = stack.child_specs(present, planned, base=env, state_dir=state_dir)
+    # Each component makes its own folders under the root (web: its SQLite file's too).
+    root = stack.state_root(Path.cwd(), env, args.port_offset)
+    specs = stack.child_specs(present, planned, base=env, state_root=root)
+    printer.say(f"state under {root} (set {stack.STATE_DIR_ENV} to move it)")
     printer.say(f"starting {', '.join(spec.name for spec in specs)} (Ctrl-C stops everything)")
     outcome = asyncio.run(_supervise(Supervisor(specs, printer), printer, planned))
     if not outcome.clean:

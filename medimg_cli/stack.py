@@ -11,6 +11,7 @@ from medimg_cli.components import (
     DICOM,
     GATEWAY,
     LOOPBACK,
+    TRAINER,
     WEB,
     Component,
     gateway_routes,
@@ -20,6 +21,8 @@ from servicekit.settings import env_float
 
 # Flags of `medimg up` that set one component's port; the others are set by env.
 PORT_FLAGS: Mapping[str, str] = {GATEWAY.name: "--gateway-port", WEB.name: "--web-port"}
+# Where `medimg up` keeps every component's state when the caller names one folder for it.
+STATE_DIR_ENV = "MEDIMG_STATE_DIR"
 # Beyond its own grace, the time a child gets to flush and exit before SIGKILL.
 _STOP_MARGIN_S = 5.0
 _DEFAULT_GRACE_S = 10.0
@@ -53,17 +56,55 @@ def port_hint(component: Component) -> str:
     return f"set {component.port_variable} (or pass --port-offset)"
 
 
+def state_root(cwd: Path, env: Mapping[str, str], port_offset: int = 0) -> Path:
+    """Returns the folder under which `medimg up` keeps every component's state.
+
+    `MEDIMG_STATE_DIR` when set; else `var/` of the folder `up` runs in, never the
+    checkout's, so that a stack started elsewhere has its own database, media and queue.
+    A stack moved by `--port-offset N` gets `var/offset-N/`: two stacks side by side in
+    one folder share nothing either.
+    """
+    named = env.get(STATE_DIR_ENV, "").strip()
+    if named:
+        return Path(named).expanduser().absolute()
+    root = cwd / "var"
+    return root / f"offset-{port_offset}" if port_offset else root
+
+
+def state_environment(component: Component, root: Path) -> dict[str, str]:
+    """Returns the settings that put one component's state under root.
+
+    The web tier's SQLite database (and with it the in-process job queue) and media, the
+    gateway's registry, the trainer's projects, the DICOM receiver's spool. Model
+    servers and the MRI service keep nothing between runs (its spool is per call).
+    """
+    if component is GATEWAY:
+        return {"GATEWAY_STATE_DIR": str(root / "gateway")}
+    if component is TRAINER:
+        return {"TRAINER_DATA_DIR": str(root / "trainer")}
+    if component is WEB:
+        return {
+            "DATABASE_URL": f"sqlite:///{root / 'web' / 'db.sqlite3'}",
+            "WEB_MEDIA_ROOT": str(root / "web" / "media"),
+        }
+    if component is DICOM:
+        return {"DICOM_SPOOL_DIR": str(root / "dicom")}
+    return {}
+
+
 def child_environment(
     component: Component,
     ports: Mapping[str, int],
     *,
     base: Mapping[str, str],
-    state_dir: Path,
+    state_root: Path,
 ) -> dict[str, str]:
     """Returns the whole environment of one child of `medimg up`.
 
     The caller's environment passes through, so `SKIN_LOG_LEVEL=DEBUG medimg up`
-    works; what `up` decides (hosts, ports, routes) overrides it.
+    works; what `up` decides (hosts, ports, routes) overrides it. Where state goes
+    (`state_environment`) is only a default: `DATABASE_URL=postgres://... medimg up`
+    keeps the caller's database.
     """
     env = dict(base)
     env["PYTHONUNBUFFERED"] = "1"
@@ -72,8 +113,10 @@ def child_environment(
     if component is GATEWAY:
         started = {BY_NAME[name]: port for name, port in ports.items()}
         env["GATEWAY_ROUTES"] = gateway_routes(started)
-        env["GATEWAY_STATE_DIR"] = str(state_dir)
     env.update(component.launch(component, ports).env)
+    for key, value in state_environment(component, state_root).items():
+        if not base.get(key, "").strip():
+            env[key] = value
     return env
 
 
@@ -94,12 +137,12 @@ def child_specs(
     ports: Mapping[str, int],
     *,
     base: Mapping[str, str],
-    state_dir: Path,
+    state_root: Path,
 ) -> list[ChildSpec]:
     """Returns what the supervisor runs for each component."""
     specs = []
     for component in components:
-        env = child_environment(component, ports, base=base, state_dir=state_dir)
+        env = child_environment(component, ports, base=base, state_root=state_root)
         specs.append(
             ChildSpec(
                 name=component.name,

@@ -114,4 +114,46 @@ def test_up_runs_the_gateway_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None
     assert "gateway: not installed" not in output
     assert "medimg  | stopping" in output
     assert output.rstrip().endswith("medimg  | stopped")
-    assert (tmp_path / "var" / "gateway").is_dir()
+    assert f"state under {tmp_path / 'var'}" in output
+
+
+@pytest.mark.slow
+def test_two_stacks_started_in_another_folder_keep_their_state_there_apart(
+    tmp_path: Path,
+) -> None:
+    """Two `up`s of the web tier from one folder, the second moved by --port-offset."""
+    env = {**os.environ, "NO_COLOR": "1", "WEB_GRACE_SECONDS": "1"}
+    for name in ("DATABASE_URL", "WEB_MEDIA_ROOT", "MEDIMG_STATE_DIR"):
+        env.pop(name, None)
+    offset = 100  # only the folder it picks matters: --web-port gives each its port
+    processes = []
+    try:
+        for port_offset in (0, offset):
+            web_port = find_free_port("127.0.0.1")
+            command = ["up", "--only", "web", "--web-port", str(web_port)]
+            command += ["--port-offset", str(port_offset)]
+            process = subprocess.Popen(
+                [sys.executable, "-m", "medimg_cli", *command],
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            processes.append(process)
+            _wait_until_listening(web_port, process, timeout_s=90)
+    finally:
+        outputs = []
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                outputs.append(process.communicate(timeout=30)[0])
+            except subprocess.TimeoutExpired:
+                process.kill()
+                outputs.append(process.communicate()[0])
+    first, second = tmp_path / "var", tmp_path / "var" / f"offset-{offset}"
+    assert (first / "web" / "db.sqlite3").is_file(), outputs[0]
+    assert (second / "web" / "db.sqlite3").is_file(), outputs[1]
+    assert f"state under {first}" in outputs[0]
+    assert f"state under {second}" in outputs[1]

@@ -27,6 +27,8 @@ from medimg_cli.stack import (
     child_specs,
     choose_components,
     port_hint,
+    state_environment,
+    state_root,
     stop_grace,
     where_line,
 )
@@ -39,7 +41,7 @@ ALL_PORTS = {
     "dicom": 11112,
     "web": 8000,
 }
-STATE_DIR = Path("/srv/medimg/var/gateway")
+STATE_ROOT = Path("/srv/medimg/var")
 
 
 def only_gateway(component: Component) -> bool:
@@ -77,11 +79,11 @@ def test_it_refuses_an_unknown_component() -> None:
 
 
 def test_the_gateway_gets_the_routes_of_the_started_services_and_its_state_dir() -> None:
-    env = child_environment(GATEWAY, ALL_PORTS, base={"HOME": "/root"}, state_dir=STATE_DIR)
+    env = child_environment(GATEWAY, ALL_PORTS, base={"HOME": "/root"}, state_root=STATE_ROOT)
     assert env["GATEWAY_ROUTES"] == (
         "skin=image@127.0.0.1:50061;mri=series@127.0.0.1:50062;trainer=trainer@127.0.0.1:50063"
     )
-    assert env["GATEWAY_STATE_DIR"] == str(STATE_DIR)
+    assert env["GATEWAY_STATE_DIR"] == str(STATE_ROOT / "gateway")
     assert env["GATEWAY_PORT"] == "50051"
     assert env["GATEWAY_HOST"] == "127.0.0.1"
     assert env["PYTHONUNBUFFERED"] == "1"
@@ -89,13 +91,13 @@ def test_the_gateway_gets_the_routes_of_the_started_services_and_its_state_dir()
 
 
 def test_the_gateway_alone_gets_no_routes() -> None:
-    env = child_environment(GATEWAY, {"gateway": 50051}, base={}, state_dir=STATE_DIR)
+    env = child_environment(GATEWAY, {"gateway": 50051}, base={}, state_root=STATE_ROOT)
     assert env["GATEWAY_ROUTES"] == ""
 
 
 def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
     base = {"SKIN_LOG_LEVEL": "DEBUG", "SKIN_PORT": "1"}
-    env = child_environment(SKIN, ALL_PORTS, base=base, state_dir=STATE_DIR)
+    env = child_environment(SKIN, ALL_PORTS, base=base, state_root=STATE_ROOT)
     assert env["SKIN_PORT"] == "50061"
     assert env["SKIN_LOG_LEVEL"] == "DEBUG"
     assert "GATEWAY_ROUTES" not in env
@@ -104,7 +106,7 @@ def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
 def test_the_trainer_is_told_the_gateway_and_the_address_it_is_reached_at() -> None:
     ports = {**ALL_PORTS, "trainer": 50163, "gateway": 50151}
     base = {"TRAINER_GATEWAY_ADDR": "elsewhere:1", "TRAINER_LOG_LEVEL": "DEBUG"}
-    env = child_environment(TRAINER, ports, base=base, state_dir=STATE_DIR)
+    env = child_environment(TRAINER, ports, base=base, state_root=STATE_ROOT)
     assert env["TRAINER_PORT"] == "50163"
     assert env["TRAINER_GATEWAY_ADDR"] == "127.0.0.1:50151"
     assert env["TRAINER_ADVERTISE_ADDR"] == "127.0.0.1:50163"
@@ -113,7 +115,7 @@ def test_the_trainer_is_told_the_gateway_and_the_address_it_is_reached_at() -> N
 
 
 def test_the_web_tier_is_told_where_the_gateway_is() -> None:
-    env = child_environment(WEB, ALL_PORTS, base={}, state_dir=STATE_DIR)
+    env = child_environment(WEB, ALL_PORTS, base={}, state_root=STATE_ROOT)
     assert env["WEB_PORT"] == "8000"
     assert env["GATEWAY_ADDR"] == "127.0.0.1:50051"
 
@@ -125,10 +127,10 @@ def test_the_dicom_receiver_is_told_the_gateway_and_gets_a_spool_beside_its_stat
     monkeypatch.delenv("DICOM_SPOOL_DIR", raising=False)
     ports = {**ALL_PORTS, "gateway": 50151, "dicom": 11212}
     base = {"DICOM_GATEWAY_ADDRESS": "elsewhere:1", "DICOM_DESTINATION": "PACS@pacs:104"}
-    env = child_environment(DICOM, ports, base=base, state_dir=STATE_DIR)
+    env = child_environment(DICOM, ports, base=base, state_root=STATE_ROOT)
     assert env["DICOM_PORT"] == "11212"
     assert env["DICOM_GATEWAY_ADDRESS"] == "127.0.0.1:50151"
-    assert env["DICOM_SPOOL_DIR"] == str(tmp_path / "var" / "dicom")
+    assert env["DICOM_SPOOL_DIR"] == str(STATE_ROOT / "dicom")
     assert env["DICOM_DESTINATION"] == "PACS@pacs:104"
     assert "GATEWAY_ROUTES" not in env
 
@@ -137,7 +139,7 @@ def test_the_dicom_receivers_spool_set_by_the_caller_is_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DICOM_SPOOL_DIR", "/srv/spool")
-    env = child_environment(DICOM, ALL_PORTS, base=dict(os.environ), state_dir=STATE_DIR)
+    env = child_environment(DICOM, ALL_PORTS, base=dict(os.environ), state_root=STATE_ROOT)
     assert env["DICOM_SPOOL_DIR"] == "/srv/spool"
 
 
@@ -145,12 +147,49 @@ def test_the_dicom_receiver_starts_after_the_gateway_and_is_not_routed() -> None
     present, _ = choose_components(None, lambda component: True)
     names = [c.name for c in present]
     assert names.index("dicom") == names.index("gateway") + 1
-    env = child_environment(GATEWAY, ALL_PORTS, base={}, state_dir=STATE_DIR)
+    env = child_environment(GATEWAY, ALL_PORTS, base={}, state_root=STATE_ROOT)
     assert "dicom" not in env["GATEWAY_ROUTES"]
 
 
+def test_state_goes_under_var_of_the_folder_up_runs_in_or_where_the_caller_says() -> None:
+    here = Path("/home/ana/study")
+    assert state_root(here, {}) == here / "var"
+    assert state_root(here, {"MEDIMG_STATE_DIR": "/data/medimg"}) == Path("/data/medimg")
+    assert state_root(here, {"MEDIMG_STATE_DIR": "  "}) == here / "var"
+
+
+def test_two_stacks_side_by_side_share_no_state() -> None:
+    here = Path("/home/ana/study")
+    first, second = state_root(here, {}), state_root(here, {}, port_offset=100)
+    assert second == here / "var" / "offset-100"
+    paths = []
+    for root in (first, second):
+        for component in (GATEWAY, TRAINER, WEB, DICOM):
+            env = child_environment(component, ALL_PORTS, base={}, state_root=root)
+            paths.append({v for k, v in env.items() if k in state_environment(component, root)})
+    first_paths, second_paths = set().union(*paths[:4]), set().union(*paths[4:])
+    assert len(first_paths) == 5 and len(second_paths) == 5
+    assert not first_paths & second_paths
+
+
+def test_the_web_tier_keeps_its_database_and_media_under_the_state_root() -> None:
+    env = child_environment(WEB, ALL_PORTS, base={}, state_root=STATE_ROOT)
+    assert env["DATABASE_URL"] == f"sqlite:///{STATE_ROOT / 'web' / 'db.sqlite3'}"
+    assert env["WEB_MEDIA_ROOT"] == str(STATE_ROOT / "web" / "media")
+    assert child_environment(TRAINER, ALL_PORTS, base={}, state_root=STATE_ROOT)[
+        "TRAINER_DATA_DIR"
+    ] == str(STATE_ROOT / "trainer")
+
+
+def test_a_database_the_caller_names_is_kept() -> None:
+    base = {"DATABASE_URL": "postgres://db/medimg", "WEB_MEDIA_ROOT": ""}
+    env = child_environment(WEB, ALL_PORTS, base=base, state_root=STATE_ROOT)
+    assert env["DATABASE_URL"] == "postgres://db/medimg"
+    assert env["WEB_MEDIA_ROOT"] == str(STATE_ROOT / "web" / "media")
+
+
 def test_each_child_runs_its_module_with_this_python() -> None:
-    specs = child_specs([SKIN, GATEWAY], ALL_PORTS, base={}, state_dir=STATE_DIR)
+    specs = child_specs([SKIN, GATEWAY], ALL_PORTS, base={}, state_root=STATE_ROOT)
     assert [spec.argv for spec in specs] == [
         (sys.executable, "-m", "skin_service"),
         (sys.executable, "-m", "gateway"),
