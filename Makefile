@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXTRAS := all,dev
 PY_SOURCES := servicekit gateway medimg_cli $(wildcard *_service) dicom_receiver tests protos/generate.py web
 
-.PHONY: help venv run test unit lint format protos bench images clean
+.PHONY: help venv run test unit lint format protos bench chaos images clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: venv ## gateway overhead, skin serving, MRI series serving and ingest, we
 	$(BIN)/python -m tests.bench.mri_ingest_bench || status=1; \
 	$(BIN)/python -m tests.bench.web_load || status=1; \
 	exit $$status
+
+chaos: venv ## the fault suite on real processes, full form (10-minute soak); `make test` runs its short form
+	CHAOS_FULL=1 $(BIN)/python -m pytest tests/chaos -q -p no:cacheprovider
 
 images: ## build every container image with docker or podman (cannot run here: no engine; see docker/README.md)
 	scripts/build_images.sh
