@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from tests.support.processes import (
     ROOT,
@@ -39,6 +46,18 @@ CHROMIUM_ARGS = [
 ]
 # Where the screenshots are also copied, for people to look at after a run (var/ is ignored).
 SCREENSHOT_COPY_DIR = ROOT / "var" / "screenshots"
+# Reports every Content-Security-Policy violation of a page to its console, where the
+# listener below collects it: the event is the browser's own account of what it refused.
+CSP_REPORTER = """
+document.addEventListener("securitypolicyviolation", function (event) {
+  console.error("CSP violation: " + event.effectiveDirective + " blocked " +
+    (event.blockedURI || "inline") + " at " + event.documentURI + ":" + event.lineNumber);
+});
+"""
+# What Chromium itself logs when a policy refuses something (also before any listener runs).
+CSP_CONSOLE_MARKERS = ("CSP violation:", "Content Security Policy")
+# The violations the current test's pages saw; a test that saw one fails (pytest_runtest_call).
+csp_violations: list[str] = []
 MODEL_START_TIMEOUT_S = 90.0  # TensorFlow's and torch's imports on 2 shared cores
 WEB_START_TIMEOUT_S = 60.0
 
@@ -195,10 +214,47 @@ def browser(playwright_session: Playwright, chromium_path: str) -> Iterator[Brow
     launched = playwright_session.chromium.launch(
         executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
     )
+    _watch_csp(launched)
     try:
         yield launched
     finally:
         launched.close()
+
+
+def _watch_csp(browser: Browser) -> None:
+    """Makes every context this browser opens, and its pages, report CSP violations."""
+    new_context, new_page = browser.new_context, browser.new_page
+
+    def watched_context(**kwargs: object) -> BrowserContext:
+        context = new_context(**kwargs)  # type: ignore[arg-type]
+        context.add_init_script(CSP_REPORTER)
+        context.on("console", _collect_csp_violation)
+        return context
+
+    def watched_page(**kwargs: object) -> Page:
+        page = new_page(**kwargs)  # type: ignore[arg-type]
+        page.context.add_init_script(CSP_REPORTER)
+        page.on("console", _collect_csp_violation)
+        return page
+
+    browser.new_context = watched_context  # type: ignore[method-assign]
+    browser.new_page = watched_page  # type: ignore[method-assign]
+
+
+def _collect_csp_violation(message: ConsoleMessage) -> None:
+    if any(marker in message.text for marker in CSP_CONSOLE_MARKERS):
+        csp_violations.append(message.text)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Fails a browser test whose pages saw a Content-Security-Policy violation."""
+    csp_violations.clear()
+    result = yield
+    if csp_violations:
+        seen = "\n".join(dict.fromkeys(csp_violations))
+        pytest.fail(f"the pages saw Content-Security-Policy violations:\n{seen}", pytrace=False)
+    return result
 
 
 @pytest.fixture

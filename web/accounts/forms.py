@@ -11,9 +11,9 @@ from web.accounts.models import User, normalize_email_address
 
 # The one message for every failed log-in: it never says whether the account exists.
 INVALID_LOGIN_MESSAGE = "The e-mail address or password is not right. Check both and try again."
-# The one message while log-ins are throttled, whichever counter tripped.
+# The one message while a failure delay applies, whichever counter set it.
 THROTTLED_LOGIN_MESSAGE = (
-    "Too many failed log-in attempts. Wait a few minutes and try again, or reset your password."
+    "Too many failed log-in attempts. Wait a moment and try again, or reset your password."
 )
 # The one message while registrations from the client's address are throttled.
 THROTTLED_REGISTRATION_MESSAGE = (

@@ -97,9 +97,10 @@ class User(AbstractBaseUser, PermissionsMixin):
 class LoginFailureCounter(models.Model):
     """What one key did within the current window of its scope (web/accounts/throttle.py).
 
-    Failed log-ins per account and per client address, and, under their own scopes,
-    registration attempts per client address and password-reset requests per client
-    address and per e-mail address; `failures` counts whichever the scope counts. Keys
+    Log-in attempts per account, per client address and per (account, address) pair,
+    and, under their own scopes, registration attempts per client address, password-reset
+    requests per client address and per e-mail address, and API requests (web/api/throttles.py);
+    `failures` counts whichever the scope counts. Keys
     are HMACs of the e-mail address or client address, so the table holds no personal
     data; a row exists whether or not the account does.
     """
@@ -110,11 +111,20 @@ class LoginFailureCounter(models.Model):
         REGISTER = "register", "registrations per address"
         RESET = "reset", "password resets per address"
         RESET_EMAIL = "reset-to", "password resets per e-mail"
+        PAIR = "pair", "log-in attempts per e-mail from one address"
+        KNOWN = "known", "successful log-ins per e-mail from one address"
+        NOTIFY = "notify", "failure notices e-mailed per account"
+        API_USER = "api-user", "API requests per user"
+        API_ANON = "api-anon", "anonymous API requests per address"
+        API_UPLOAD = "api-up", "API uploads per user"
+        API_TOKEN = "api-tok", "API token requests per address"
 
     scope = models.CharField(max_length=8, choices=Scope.choices)
     key = models.CharField(max_length=64)
     failures = models.PositiveIntegerField(default=0)
     window_start = models.DateTimeField()
+    # Log-in scopes only: no attempt is checked before this time (the progressive delay).
+    blocked_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints: ClassVar = [

@@ -1,4 +1,4 @@
-"""Who is asking: the client address, the keys requests are counted under, and their limits."""
+"""Who is asking: the client address, the counter keys, and the limits and delays on them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,54 @@ from web.accounts.models import LoginFailureCounter, normalize_email_address
 _KEY_SALT = "web.accounts.login-throttle"
 
 Scope = LoginFailureCounter.Scope
+
+
+@dataclass(frozen=True)
+class Delay:
+    """One counter a log-in attempt is counted against, and the delay its count imposes.
+
+    The first `free` attempts within the window wait for nothing; each one after them
+    makes the next wait WEB_LOGIN_DELAY_BASE_SECONDS, doubled per attempt, at most `cap_s`.
+    `enforced` False: counted (the owner's notice needs the number) but not delaying
+    this client, whose address logged in to the account before.
+    """
+
+    scope: Scope
+    key: str
+    free: int
+    cap_s: int
+    enforced: bool = True
+
+    def seconds(self, attempts: int) -> int:
+        """Returns the delay that `attempts` attempts within the window impose on the next."""
+        if attempts <= self.free:
+            return 0
+        doublings = min(attempts - self.free - 1, 30)  # 2**30 s is beyond any cap
+        return int(min(self.cap_s, settings.WEB_LOGIN_DELAY_BASE_SECONDS * 2**doublings))
+
+
+def login_delays(*, email: str, address: str, known: bool) -> list[Delay]:
+    """Returns the three counters of a log-in attempt, in a fixed order (the lock order).
+
+    Per (account, address): the attacker's own guesses, delayed soon and up to the cap.
+    Per address across accounts: one address trying many accounts. Per account across
+    addresses: many addresses trying one account, a short delay only, never applied to
+    an address that logged in to the account before (`known`), so its owner gets in.
+    """
+    cap = settings.WEB_LOGIN_MAX_DELAY_SECONDS
+    return [
+        Delay(
+            Scope.ACCOUNT,
+            account_key(email),
+            settings.WEB_LOGIN_MAX_FAILURES_PER_ACCOUNT,
+            settings.WEB_LOGIN_ACCOUNT_MAX_DELAY_SECONDS,
+            enforced=not known,
+        ),
+        Delay(
+            Scope.ADDRESS, address_key(address), settings.WEB_LOGIN_MAX_FAILURES_PER_ADDRESS, cap
+        ),
+        Delay(Scope.PAIR, pair_key(email, address), settings.WEB_LOGIN_FREE_FAILURES, cap),
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,6 +133,16 @@ def address_key(address: str) -> str:
 def account_key(email: str) -> str:
     """Returns the counter key of an e-mail address, whether or not it has an account."""
     return _hmac("account:" + normalize_email_address(email))
+
+
+def pair_key(email: str, address: str) -> str:
+    """Returns the counter key of one e-mail address tried from one client address (or /64)."""
+    return _hmac(f"pair:{account_key(email)}:{address_key(address)}")
+
+
+def salted_key(value: str) -> str:
+    """Returns the counter key of any other identity (an API user): an HMAC, like the rest."""
+    return _hmac(value)
 
 
 def _hmac(value: str) -> str:

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
-from web.accounts import selectors, services
+from web.accounts import services
 from web.accounts.forms import (
     THROTTLED_LOGIN_MESSAGE,
     THROTTLED_PASSWORD_RESET_MESSAGE,
@@ -80,33 +80,39 @@ def _registration_throttled(request: HttpRequest, wait: int) -> HttpResponse:
 
 
 class ThrottledLoginView(auth_views.LoginView):
-    """Django's log-in, refused with 429 once an account or address has failed too often.
+    """Django's log-in, slowed down: 429 with Retry-After while a failure delay applies.
 
-    A throttled attempt is not checked at all, so it tells nothing about the password;
-    the same message answers whichever counter tripped and whether the account exists.
+    A delayed attempt is not checked at all, so it tells nothing about the password;
+    the same message answers whichever counter set the delay and whether the account
+    exists. Delays are per account and address, so an attacker slows only themself
+    (web/README.md, "Log-in, registration and password-reset throttling").
     """
 
     form_class = LoginForm
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
+    _attempt: services.LoginAttempt
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        """Checks the throttle, then the credentials."""
-        wait = selectors.login_retry_after(email=self._email(), address=client_address(request))
-        if wait is not None:
+        """Counts the attempt (or answers 429 while a delay applies), then checks it."""
+        self._attempt = services.login_attempt_begin(
+            email=self._email(), address=client_address(request)
+        )
+        if self._attempt.wait is not None:
             # No address, e-mail or key in the log: the request id ties it to the request.
-            logger.warning("log-in refused: too many failures", extra={"retry_after_s": wait})
+            wait = self._attempt.wait
+            logger.warning("log-in delayed: earlier failures", extra={"retry_after_s": wait})
             return self._throttled(wait)
         return super().post(request, *args, **kwargs)
 
     def form_valid(self, form: Any) -> HttpResponse:
         """Logs the user in and forgets the account's failures."""
-        services.login_success_record(email=self._email())
+        services.login_success_record(attempt=self._attempt)
         return super().form_valid(form)
 
     def form_invalid(self, form: Any) -> HttpResponse:
-        """Counts the failure and shows the generic message."""
-        services.login_failure_record(email=self._email(), address=client_address(self.request))
+        """Shows the generic message; the owner hears of repeated failures."""
+        services.login_failure_record(attempt=self._attempt)
         return super().form_invalid(form)
 
     def _email(self) -> str:

@@ -1,4 +1,4 @@
-"""The base class of every API operation: who may call it, what it speaks, how it fails."""
+"""The base class of every API operation: who may call it and how often, what it speaks."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from web.accounts.models import User
 from web.api.exceptions import exception_handler
+from web.api.throttles import DEFAULT_THROTTLES
 
 if TYPE_CHECKING:
     from rest_framework.permissions import _PermissionClass
@@ -41,6 +43,8 @@ class ApiView(APIView):
     permission_classes: Sequence[_PermissionClass] = (IsAuthenticated,)
     renderer_classes: Sequence[type[BaseRenderer]] = (JSONRenderer,)
     parser_classes: Sequence[type[BaseParser]] = (JSONParser, MultiPartParser)
+    # Per user, per anonymous address, and uploads (web/api/throttles.py): 429 + Retry-After.
+    throttle_classes: Sequence[type[BaseThrottle]] = DEFAULT_THROTTLES
 
     def get_exception_handler(self) -> Callable[[Exception, Mapping[str, Any]], Response]:
         """Returns the API's one exception handler."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import os
 from typing import Any
@@ -27,6 +28,9 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # The API's rates (web/api/throttles.py) are named by ApiView, so every operation has
+    # them whatever is set here; the schema and docs views, which hold no data, have none.
+    "DEFAULT_THROTTLE_CLASSES": [],
     # Every error, whatever raised it: {"error": {"code", "message", "request_id"}}.
     "EXCEPTION_HANDLER": "web.api.exceptions.exception_handler",
     "DATETIME_FORMAT": "iso-8601",
@@ -76,3 +80,30 @@ WEB_IMAGE_URL_TIMEOUT_SECONDS = env_float(
 # Networks an `image_url` may point into although they are not public (loopback, private):
 # empty, and meant only for tests and private deployments that serve images internally.
 WEB_IMAGE_URL_ALLOW_NETWORKS = _networks("WEB_IMAGE_URL_ALLOW_NETWORKS")
+
+
+def parse_rate(rate: str) -> tuple[int, dt.timedelta]:
+    """Returns `N/second|minute|hour|day` (DRF's notation, `N/m` too) as a count and a window."""
+    count, _, period = rate.partition("/")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(period.strip()[:1].lower())
+    if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+        raise ValueError(f"a rate is N/second, N/minute, N/hour or N/day, got {rate!r}")
+    return int(count), dt.timedelta(seconds=seconds)
+
+
+def _rate(name: str, default: str) -> str:
+    """Returns a rate setting, checked; a bad one stops the start with its name."""
+    value = env_str(ENV, name, default).strip()
+    try:
+        parse_rate(value)
+    except ValueError as error:
+        raise SettingsError(f"{name}: {error}") from None
+    return value
+
+
+# API requests per authenticated user, per anonymous client address (IPv6: per /64), uploads
+# per user (POST diagnoses/, POST series/), and token requests per client address.
+WEB_API_RATE_USER = _rate("WEB_API_RATE_USER", "600/minute")
+WEB_API_RATE_ANON = _rate("WEB_API_RATE_ANON", "60/minute")
+WEB_API_RATE_UPLOAD = _rate("WEB_API_RATE_UPLOAD", "30/minute")
+WEB_API_RATE_TOKEN = _rate("WEB_API_RATE_TOKEN", "20/minute")

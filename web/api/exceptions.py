@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest
 from rest_framework import exceptions, status
 from rest_framework.request import Request
@@ -25,6 +26,7 @@ from rest_framework.views import set_rollback
 from servicekit.errors import MedimgError
 from servicekit.request_context import current_request_id
 from web import gateway_client
+from web.core.views import DATABASE_RETRY_AFTER_S
 from web.gateway_client import GatewayError
 
 logger = logging.getLogger(__name__)
@@ -130,6 +132,16 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
         )
     elif isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed body
         exc = ApiError("The request is not valid.", status_code=status.HTTP_400_BAD_REQUEST)
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is away (restarted, failed over): brief, and not the caller's doing.
+        # The driver's message may quote SQL and its parameters; the type says enough.
+        logger.warning("database unavailable (%s): answered 503", type(exc).__name__)
+        exc = ApiError(
+            "The service is briefly unavailable; try again in a few seconds.",
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            reason="DATABASE_UNAVAILABLE",
+            retry_after_s=DATABASE_RETRY_AFTER_S,
+        )
 
     if isinstance(exc, GatewayError):
         http_status, message, reason = exc.http_status, exc.message, exc.reason
@@ -144,6 +156,12 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
     elif isinstance(exc, ApiError):
         http_status, message, reason = exc.status_code, str(exc.detail), exc.reason
         retry_after, extra, rollback = exc.retry_after_s, exc.extra, exc.rollback
+    elif isinstance(exc, exceptions.Throttled):
+        # A rate of web/api/throttles.py: the same sentence whichever rate, with Retry-After.
+        http_status, reason = exc.status_code, "RATE_LIMITED"
+        message = "Too many requests. Wait the seconds Retry-After says and try again."
+        wait = getattr(exc, "wait", None)
+        retry_after = max(1, int(wait + 0.999)) if wait else None
     elif isinstance(exc, exceptions.APIException):
         http_status, message = exc.status_code, sentence(str(exc.detail))
         wait = getattr(exc, "wait", None)

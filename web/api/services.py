@@ -8,7 +8,6 @@ from django.contrib.auth import authenticate
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 
-from web.accounts import selectors as accounts_selectors
 from web.accounts import services as accounts_services
 from web.accounts.forms import INVALID_LOGIN_MESSAGE, THROTTLED_LOGIN_MESSAGE
 from web.accounts.models import User
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class LoginThrottled(Exception):
-    """Too many failed log-ins for the account or the address; `retry_after_s` says how long."""
+    """A failure delay applies to the account or the address; `retry_after_s` says how long."""
 
     def __init__(self, retry_after_s: int) -> None:
         super().__init__(THROTTLED_LOGIN_MESSAGE)
@@ -59,19 +58,19 @@ def diagnosis_submit_from_url(
 def auth_token_issue(*, request: HttpRequest, email: str, password: str) -> Token:
     """Returns the user's API token once the e-mail address and password match.
 
-    The same throttle as the log-in page: past the failures allowed per account or per
-    client address, LoginThrottled is raised and the password is not checked at all.
-    A wrong password (or an unknown address) counts a failure and raises LoginFailed.
+    The same delays as the log-in page, counted in the same counters: while one applies,
+    LoginThrottled is raised and the password is not checked at all. A wrong password
+    (or an unknown address) raises LoginFailed.
     """
-    email = email[:254]
-    address = client_address(request)
-    wait = accounts_selectors.login_retry_after(email=email, address=address)
-    if wait is not None:
-        raise LoginThrottled(wait)
-    user = authenticate(request, username=email, password=password)
+    attempt = accounts_services.login_attempt_begin(
+        email=email[:254], address=client_address(request)
+    )
+    if attempt.wait is not None:
+        raise LoginThrottled(attempt.wait)
+    user = authenticate(request, username=attempt.email, password=password)
     if not isinstance(user, User):
-        accounts_services.login_failure_record(email=email, address=address)
+        accounts_services.login_failure_record(attempt=attempt)
         raise LoginFailed
-    accounts_services.login_success_record(email=email)
+    accounts_services.login_success_record(attempt=attempt)
     token, _created = Token.objects.get_or_create(user=user)
     return token

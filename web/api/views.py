@@ -43,6 +43,7 @@ from web.api.serializers import (
     ModelListSerializer,
     error_responses,
 )
+from web.api.throttles import AnonRateThrottle, TokenRateThrottle
 from web.diagnoses import selectors as diagnoses_selectors
 from web.diagnoses import services as diagnoses_services
 from web.diagnoses.forms import DISEASE_NAME
@@ -399,6 +400,9 @@ class TokenCreateApi(ApiView):
 
     authentication_classes = ()
     permission_classes = (AllowAny,)
+    # Per address, right or wrong, on top of the log-in delays (which count only failures
+    # per account): the anonymous rate, and the stricter token rate.
+    throttle_classes = (AnonRateThrottle, TokenRateThrottle)
 
     @extend_schema_serializer(component_name="TokenRequest")
     class InputSerializer(serializers.Serializer[dict[str, Any]]):

@@ -19,12 +19,14 @@ from django.conf import settings
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "web.config.settings")
 
 # How long one series job may run before its worker process is killed; the job is then
-# failed or requeued by the recovery rule (its heartbeat stops).
+# failed or requeued by the recovery rule (its lease expires).
 DEFAULT_TIME_LIMIT_S = 3600
-SWEEP_EVERY_S = 30.0
+SWEEP_EVERY_S = 5.0
 
 
-def celery_config(*, redis_url: str, time_limit_s: int) -> dict[str, Any]:
+def celery_config(
+    *, redis_url: str, time_limit_s: int, sweep_every_s: float = SWEEP_EVERY_S
+) -> dict[str, Any]:
     """Returns the Celery settings for a broker and result backend at redis_url."""
     return {
         "broker_url": redis_url or None,
@@ -51,7 +53,7 @@ def celery_config(*, redis_url: str, time_limit_s: int) -> dict[str, Any]:
             "interval_max": 1,
         },
         "beat_schedule": {
-            "series-jobs-sweep": {"task": "series.jobs_sweep", "schedule": SWEEP_EVERY_S}
+            "series-jobs-sweep": {"task": "series.jobs_sweep", "schedule": sweep_every_s}
         },
         "timezone": "UTC",
     }
@@ -64,6 +66,8 @@ app.conf.update(
         time_limit_s=int(
             getattr(settings, "WEB_SERIES_TASK_TIME_LIMIT_SECONDS", DEFAULT_TIME_LIMIT_S)
         ),
+        # The sweep takes over jobs of a dead worker: as often as their lease is short.
+        sweep_every_s=float(getattr(settings, "WEB_SERIES_SWEEP_SECONDS", SWEEP_EVERY_S)),
     )
 )
 app.autodiscover_tasks(["web.series"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 from corsheaders.defaults import default_headers as cors_default_headers
+from csp.constants import NONE as CSP_NONE
+from csp.constants import SELF as CSP_SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from servicekit.settings import (
@@ -66,6 +68,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "corsheaders",
+    "csp",
     "channels",
     "web.core",
     "web.accounts",
@@ -81,6 +84,8 @@ MIDDLEWARE = [
     # First: answers /healthz before host validation and the HTTPS redirect (probes).
     "web.core.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "web.core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "web.core.middleware.RequestIdMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -174,14 +179,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Failed log-ins allowed per e-mail address and per client address within the window.
-WEB_LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int(
-    ENV, "WEB_LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, minimum=1
-)
+# Failed log-ins slow down, never lock (web/README.md has the rule): attempts per (account,
+# address) before delays, per client address, per account from all addresses; the first
+# delay, doubled per attempt up to the caps; the window after which attempts are forgotten.
+WEB_LOGIN_FREE_FAILURES = env_int(ENV, "WEB_LOGIN_FREE_FAILURES", 3, minimum=1)
 WEB_LOGIN_MAX_FAILURES_PER_ADDRESS = env_int(
     ENV, "WEB_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1
 )
-WEB_LOGIN_WINDOW_SECONDS = env_int(ENV, "WEB_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+WEB_LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int(
+    ENV, "WEB_LOGIN_MAX_FAILURES_PER_ACCOUNT", 20, minimum=1
+)
+WEB_LOGIN_WINDOW_SECONDS = env_int(ENV, "WEB_LOGIN_WINDOW_SECONDS", 900, minimum=60)
+WEB_LOGIN_DELAY_BASE_SECONDS = env_int(ENV, "WEB_LOGIN_DELAY_BASE_SECONDS", 1, minimum=1)
+WEB_LOGIN_MAX_DELAY_SECONDS = env_int(
+    ENV, "WEB_LOGIN_MAX_DELAY_SECONDS", 300, minimum=1, maximum=WEB_LOGIN_WINDOW_SECONDS
+)
+WEB_LOGIN_ACCOUNT_MAX_DELAY_SECONDS = env_int(
+    ENV, "WEB_LOGIN_ACCOUNT_MAX_DELAY_SECONDS", 30, minimum=1, maximum=WEB_LOGIN_WINDOW_SECONDS
+)
+# Days an address that logged in to an account stays exempt from that account's delay.
+WEB_LOGIN_KNOWN_ADDRESS_DAYS = env_int(ENV, "WEB_LOGIN_KNOWN_ADDRESS_DAYS", 30, minimum=1)
+# Failed log-ins of one account within the window that e-mail its owner (once per window).
+WEB_LOGIN_NOTIFY_AFTER_FAILURES = env_int(ENV, "WEB_LOGIN_NOTIFY_AFTER_FAILURES", 5, minimum=1)
 # Registration attempts per client address, and password-reset requests per client address
 # and per e-mail address asked for (one mailbox cannot be flooded), within their windows.
 WEB_REGISTER_MAX_PER_ADDRESS = env_int(ENV, "WEB_REGISTER_MAX_PER_ADDRESS", 20, minimum=1)
@@ -221,6 +240,25 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp; web/README.md, "Content-Security-Policy"): the site's
+# own scripts, styles, images and fonts only; no inline script or style attribute; object
+# URLs for the upload previews; the page's own websockets (added per request by the
+# middleware); never framed. The API's docs pages loosen style-src for Swagger UI and Redoc.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [CSP_NONE],
+        "script-src": [CSP_SELF],
+        "style-src": [CSP_SELF],
+        "img-src": [CSP_SELF, "blob:"],
+        "font-src": [CSP_SELF],
+        "connect-src": [CSP_SELF],
+        "manifest-src": [CSP_SELF],
+        "form-action": [CSP_SELF],
+        "frame-ancestors": [CSP_NONE],
+        "base-uri": [CSP_NONE],
+        "object-src": [CSP_NONE],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -263,6 +301,30 @@ WEB_WS_MAX_MESSAGE_BYTES = env_int(ENV, "WEB_WS_MAX_MESSAGE_BYTES", 4 * MIB, min
 WEB_SERIES_TASK_TIME_LIMIT_SECONDS = env_int(
     ENV, "WEB_SERIES_TASK_TIME_LIMIT_SECONDS", 3600, minimum=60
 )
+# --- series jobs: leases and automatic retries (web/README.md, "Series jobs") ---------------
+# A running job's lease: its worker renews it every HEARTBEAT seconds; once it is LEASE
+# seconds old (the worker died), the sweep, every SWEEP seconds, requeues the job.
+WEB_SERIES_LEASE_SECONDS = env_int(ENV, "WEB_SERIES_LEASE_SECONDS", 10, minimum=3, maximum=600)
+WEB_SERIES_HEARTBEAT_SECONDS = env_int(
+    ENV, "WEB_SERIES_HEARTBEAT_SECONDS", 3, minimum=1, maximum=300
+)
+if WEB_SERIES_HEARTBEAT_SECONDS * 2 > WEB_SERIES_LEASE_SECONDS:
+    # One late heartbeat must not cost a live worker its job.
+    raise ImproperlyConfigured(
+        "WEB_SERIES_HEARTBEAT_SECONDS must be at most half of WEB_SERIES_LEASE_SECONDS"
+    )
+WEB_SERIES_SWEEP_SECONDS = env_int(ENV, "WEB_SERIES_SWEEP_SECONDS", 5, minimum=1, maximum=300)
+# A job failed for a transient reason (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED)
+# runs again this many times, after RETRY_BASE, 2 x RETRY_BASE, ... seconds (at most
+# RETRY_MAX), before it is failed for good (then retryable by hand).
+WEB_SERIES_RETRIES = env_int(ENV, "WEB_SERIES_RETRIES", 4, minimum=0, maximum=20)
+WEB_SERIES_RETRY_BASE_SECONDS = env_int(
+    ENV, "WEB_SERIES_RETRY_BASE_SECONDS", 10, minimum=1, maximum=3600
+)
+WEB_SERIES_RETRY_MAX_SECONDS = env_int(
+    ENV, "WEB_SERIES_RETRY_MAX_SECONDS", 300, minimum=1, maximum=86400
+)
+# --- end of series jobs -------------------------------------------------------------------
 # The teachable machine's websockets and uploads: one webcam frame, frames per second on
 # one prediction socket, images per upload request, and how long a training may stream.
 WEB_TEACH_MAX_FRAME_BYTES = env_int(ENV, "WEB_TEACH_MAX_FRAME_BYTES", MIB, minimum=16 * 1024)
@@ -300,6 +362,10 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 from web.api.conf import (  # noqa: E402, F401  (settings are read by name)
     REST_FRAMEWORK,
     SPECTACULAR_SETTINGS,
+    WEB_API_RATE_ANON,
+    WEB_API_RATE_TOKEN,
+    WEB_API_RATE_UPLOAD,
+    WEB_API_RATE_USER,
     WEB_IMAGE_URL_ALLOW_NETWORKS,
     WEB_IMAGE_URL_TIMEOUT_SECONDS,
 )

@@ -1,14 +1,17 @@
-"""Middleware of the web tier: the health probe, request ids and the log-in requirement."""
+"""Middleware of the web tier: the health probe, request ids, the log-in requirement, the CSP."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponseBase
 
 from servicekit.request_context import (
@@ -96,3 +99,28 @@ class LoginRequiredMiddleware(DjangoLoginRequired):
         if request.path_info.startswith(tuple(settings.WEB_LOGIN_EXEMPT_PREFIXES)):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's header (settings.CONTENT_SECURITY_POLICY), plus the page's own websockets.
+
+    `connect-src 'self'` covers ws:// and wss:// of the same host in CSP 3, but not in
+    every browser yet, so the origin the page was served from is named too: ws://host
+    over HTTP, wss://host over HTTPS (the teach pages' sockets), never another host.
+    """
+
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
+        """Returns the configured policy with this host's websocket origin in connect-src."""
+        parts = super().get_policy_parts(request, response, report_only)
+        try:
+            host = request.get_host()
+        except DisallowedHost:
+            return parts  # a refused Host header gets the policy without a socket origin
+        scheme = "wss" if request.is_secure() else "ws"
+        update = dict(parts.update or {})
+        connect = update.get("connect-src") or []
+        connect = [connect] if isinstance(connect, str) else list(connect)
+        update["connect-src"] = [*connect, f"{scheme}://{host}"]
+        return dataclasses.replace(parts, update=update)

@@ -1,6 +1,7 @@
 """The series operations of the REST API: POST series/ queues a job, GET series/{id}/ reads it.
 
-GET series/{id}/sr and series/{id}/kos send the job's DICOM results, de-identified.
+GET series/{id}/sr and series/{id}/kos send the job's DICOM results, de-identified;
+POST series/{id}/retry queues a failed job again.
 """
 
 from __future__ import annotations
@@ -105,6 +106,24 @@ class StudySerializer(serializers.Serializer[dict[str, Any]]):
     selected_by = serializers.ChoiceField(choices=list(SELECTED_BY))
 
 
+class RetryErrorSerializer(serializers.Serializer[dict[str, Any]]):
+    """The transient failure an automatic retry follows."""
+
+    code = serializers.CharField(help_text="UNAVAILABLE, RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED.")
+    message = serializers.CharField()
+
+
+class RetrySerializer(serializers.Serializer[dict[str, Any]]):
+    """The automatic retry a queued job waits for, after a transient failure."""
+
+    at = serializers.DateTimeField(help_text="When the next attempt may start.")
+    in_seconds = serializers.IntegerField(help_text="Seconds from now until then (0: due).")
+    attempt = serializers.IntegerField(help_text="The attempt that will run; the first was 1.")
+    of = serializers.IntegerField(help_text="How many attempts may run in all.")
+    message = serializers.CharField(help_text='For people: "Retrying in 20 s (attempt 2 of 5)".')
+    error = RetryErrorSerializer()
+
+
 class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
     """One series job: where it stands and, once done, its findings per slice."""
 
@@ -122,6 +141,7 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
     demo_model = serializers.BooleanField()
     notice = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
+    retry = serializers.SerializerMethodField()
     request_id = serializers.CharField()
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -145,6 +165,12 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
         if job.status != SeriesJob.Status.FAILED:
             return None
         return {"code": job.error_code, "message": job.error_message, "retryable": job.retryable}
+
+    @extend_schema_field(RetrySerializer(allow_null=True))
+    def get_retry(self, job: SeriesJob) -> dict[str, Any] | None:
+        """Returns the automatic retry the queued job waits for; null when it waits for none."""
+        retry = job.retry_json()
+        return RetrySerializer(retry).data if retry is not None else None
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, job: SeriesJob) -> str:
@@ -244,6 +270,53 @@ class SeriesItemApi(ApiView):
         if job is None:
             raise NotFound("No such series.")
         return Response(SeriesJobSerializer(job, context={"request": request}).data)
+
+
+class SeriesRetryApi(ApiView):
+    """Queues one of the caller's failed series jobs again, from its stored original."""
+
+    @extend_schema(
+        operation_id="series_retry",
+        tags=SERIES,
+        request=None,
+        responses={
+            202: SeriesJobSerializer,
+            **error_responses(401),
+            404: OpenApiResponse(
+                error_responses(404)[404].response,
+                description="No such series, or anybody else's: the same answer.",
+            ),
+            409: OpenApiResponse(
+                error_responses(409)[409].response,
+                description="The job is not failed (reason `SERIES_NOT_FAILED`: queued, "
+                "waiting for an automatic retry, running or done), or trying again cannot "
+                "help (`SERIES_NOT_RETRYABLE`: the service refused the study for good, or "
+                "its stored upload is gone).",
+            ),
+        },
+    )
+    def post(self, request: Request, job_id: uuid.UUID) -> Response:
+        """Queues the failed job afresh (its automatic retries too); 202 with the job.
+
+        Only a job that failed for a transient reason (the service down, busy or slow,
+        after its automatic retries; or interrupted several times) keeps its upload and
+        can run again. Poll GET series/{id}/ for where it stands.
+        """
+        job = selectors.series_job_get(user=api_user(request), job_id=job_id)
+        if job is None:
+            raise NotFound("No such series.")
+        refusal = services.series_job_retry_refusal(job=job)
+        if refusal:
+            raise ApiError(
+                refusal,
+                status_code=status.HTTP_409_CONFLICT,
+                reason="SERIES_NOT_FAILED"
+                if job.status != SeriesJob.Status.FAILED
+                else "SERIES_NOT_RETRYABLE",
+            )
+        job = services.series_job_retry(job=job)
+        body = SeriesJobSerializer(job, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
 
 
 def _report_schema(kind: Literal["sr", "kos"]) -> Callable[[_Get], _Get]:

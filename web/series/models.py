@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -13,9 +14,13 @@ from django.utils import timezone
 class SeriesJob(models.Model):
     """One series zip a user uploaded and its analysis, processed in the background.
 
-    The row is the queue: a worker claims `queued` rows, marks them `running` and beats
-    a heartbeat while it works; a row whose heartbeat stopped (its process died) is
-    queued again, or failed once it has used its attempts. Nothing is lost on restart.
+    The row is the queue: a worker claims a `queued` row (one whose `retry_at`, if any,
+    has come), marks it `running` under a lease token of its own and renews the lease
+    while it works; a row whose lease expired (its worker died) is queued again, or
+    failed once it was interrupted MAX_ATTEMPTS times. A worker writes only while the
+    row still holds its token, so one that lost the job cannot overwrite its new owner's
+    results. A transient failure queues the job again with `retry_at` a backoff away,
+    `retries` times at most. Nothing is lost on restart.
     """
 
     class Status(models.TextChoices):
@@ -82,9 +87,16 @@ class SeriesJob(models.Model):
     study = models.JSONField(default=dict, blank=True)
 
     request_id = models.CharField(max_length=128, blank=True)
+    # Claims since the job last started afresh (queued, retried): the interruption bound.
     attempts = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The running worker's fence: random per claim; every write of the worker matches it.
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Automatic retries after transient failures so far, and when the next may start.
+    retries = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
     # The gRPC status name of the failure and the message a person is shown.
     error_code = models.CharField(max_length=32, blank=True)
     error_message = models.CharField(max_length=500, blank=True)
@@ -117,8 +129,28 @@ class SeriesJob(models.Model):
         """Returns the progress as a whole percentage."""
         return 100 if self.status == self.Status.DONE else round(self.progress * 100)
 
+    def retry_json(self) -> dict[str, Any] | None:
+        """Returns the automatic retry the job waits for, or None when it waits for none.
+
+        `attempt` is the attempt that will run (the first was 1), `of` how many may run
+        in all; `error` is the transient failure that the retry follows.
+        """
+        if self.status != self.Status.QUEUED or self.retry_at is None:
+            return None
+        seconds = max(math.ceil((self.retry_at - timezone.now()).total_seconds()), 0)
+        attempt, of = self.retries + 1, settings.WEB_SERIES_RETRIES + 1
+        when = f"in {seconds} s" if seconds else "now"
+        return {
+            "at": self.retry_at.isoformat(),
+            "in_seconds": seconds,
+            "attempt": attempt,
+            "of": max(of, attempt),
+            "message": f"Retrying {when} (attempt {attempt} of {max(of, attempt)})",
+            "error": {"code": self.error_code, "message": self.error_message},
+        }
+
     def progress_json(self) -> dict[str, Any]:
-        """Returns what the job page polls: status, stage, progress and any error."""
+        """Returns what the job page polls: status, stage, progress, any retry and error."""
         return {
             "id": str(self.pk),
             "status": self.status,
@@ -130,4 +162,5 @@ class SeriesJob(models.Model):
                 if self.status == self.Status.FAILED
                 else None
             ),
+            "retry": self.retry_json(),
         }

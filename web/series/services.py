@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
+import random
 import secrets
 import shutil
+import threading
 import time
 import uuid
 import zipfile
@@ -20,7 +23,7 @@ from typing import IO, TYPE_CHECKING, TypeVar
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from servicekit.request_context import accept_request_id, current_request_id
@@ -50,9 +53,13 @@ COPY_BYTES = 1024 * 1024
 # What a multipart body may hold beyond the zip itself: boundaries, part headers, the CSRF
 # token. A body declared larger than the series limit plus this is refused unread.
 MULTIPART_ALLOWANCE_BYTES = 64 * 1024
-# A running job whose worker has not beaten its heartbeat for this long lost its process.
-STALE_HEARTBEAT = timedelta(seconds=60)
+# A job interrupted (its worker lost) this many times in one run is failed, retryable.
 MAX_ATTEMPTS = 3
+# The transient failures a job is retried after by itself (WEB_SERIES_RETRIES times).
+RETRY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
+# Each backoff is shortened by a random share up to this, so that jobs failed together by
+# one outage do not all come back at the same second.
+RETRY_JITTER = 0.2
 # Partial uploads nobody finished are removed after this long.
 PARTIAL_UPLOAD_TTL = timedelta(hours=24)
 PROGRESS_EVERY_S = 0.5
@@ -64,6 +71,22 @@ THUMBNAIL_PX = 128
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The disease every series job is for (SeriesJob.disease's default).
 SERIES_DISEASE = "mri"
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job: its lease expired and the job was taken over."""
+
+
+def lease_duration() -> timedelta:
+    """Returns how long a claim lasts without a renewal (WEB_SERIES_LEASE_SECONDS)."""
+    return timedelta(seconds=settings.WEB_SERIES_LEASE_SECONDS)
+
+
+def retry_delay(retry: int) -> timedelta:
+    """Returns the backoff before automatic retry number `retry` (from 1), jitter included."""
+    base = float(settings.WEB_SERIES_RETRY_BASE_SECONDS)
+    full = min(base * 2 ** (retry - 1), float(settings.WEB_SERIES_RETRY_MAX_SECONDS))
+    return timedelta(seconds=full * (1 - RETRY_JITTER * random.random()))
 
 
 class UploadRefused(Exception):
@@ -351,10 +374,10 @@ def series_job_create_from_file(
     return job
 
 
-def _notify_worker() -> None:
+def _notify_worker(job_id: uuid.UUID | None = None, delay_s: float = 0.0) -> None:
     from web.series import worker
 
-    worker.notify()
+    worker.notify(job_id=job_id, delay_s=delay_s)
 
 
 def uploads_prune_stale() -> int:
@@ -374,13 +397,19 @@ def uploads_prune_stale() -> int:
 # --- the queue ------------------------------------------------------------------------------
 
 
+def _due() -> Q:
+    """Matches queued jobs that may start now: not waiting for an automatic retry."""
+    return Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now())
+
+
+def series_jobs_due() -> QuerySet[SeriesJob]:
+    """Returns the queued jobs that may start now, oldest first."""
+    return SeriesJob.objects.filter(_due(), status=SeriesJob.Status.QUEUED).order_by("created_at")
+
+
 def series_job_claim(*, worker: str) -> SeriesJob | None:
-    """Claims the oldest queued job for this worker, or returns None; two never claim one."""
-    for job_id in (
-        SeriesJob.objects.filter(status=SeriesJob.Status.QUEUED)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:8]
-    ):
+    """Claims the oldest due queued job for this worker, or returns None; two never claim one."""
+    for job_id in series_jobs_due().values_list("pk", flat=True)[:8]:
         job = series_job_claim_id(job_id=job_id, worker=worker)
         if job is not None:
             return job
@@ -388,18 +417,22 @@ def series_job_claim(*, worker: str) -> SeriesJob | None:
 
 
 def series_job_claim_id(*, job_id: uuid.UUID, worker: str) -> SeriesJob | None:
-    """Claims the queued job with this id for the worker, or returns None; two never claim one.
+    """Claims the due queued job with this id for the worker, or returns None.
 
     One conditional UPDATE: of two workers racing for the row, only one matches it queued.
+    The claim takes a new lease token: whatever an earlier owner still writes is refused.
     """
     now = timezone.now()
-    claimed = SeriesJob.objects.filter(pk=job_id, status=SeriesJob.Status.QUEUED).update(
+    claimed = SeriesJob.objects.filter(_due(), pk=job_id, status=SeriesJob.Status.QUEUED).update(
         status=SeriesJob.Status.RUNNING,
         stage=SeriesJob.Stage.SENDING,
         progress=0.0,
         worker=worker,
+        lease_token=uuid.uuid4().hex,
+        lease_expires_at=now + lease_duration(),
         heartbeat_at=now,
         started_at=now,
+        retry_at=None,
         attempts=F("attempts") + 1,
         updated_at=now,
     )
@@ -407,47 +440,67 @@ def series_job_claim_id(*, job_id: uuid.UUID, worker: str) -> SeriesJob | None:
 
 
 def series_jobs_recover() -> tuple[int, int]:
-    """Requeues running jobs whose worker died; fails those that used every attempt.
+    """Requeues running jobs whose lease expired; fails those interrupted MAX_ATTEMPTS times.
 
-    Returns (requeued, failed). A job is orphaned when its heartbeat is older than
-    STALE_HEARTBEAT: its process stopped (a restart, a crash) mid-analysis.
+    Returns (requeued, failed). A job's lease expires when its worker stopped renewing it
+    (a restart, a crash, a hang) for WEB_SERIES_LEASE_SECONDS. Each UPDATE re-checks the
+    expiry itself, so a lease renewed meanwhile keeps its job. A requeued job loses its
+    token: its old worker's writes no longer match.
     """
-    cutoff = timezone.now() - STALE_HEARTBEAT
+    now = timezone.now()
     orphans = SeriesJob.objects.filter(status=SeriesJob.Status.RUNNING).filter(
-        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+        Q(lease_expires_at__lt=now)
+        # Rows claimed before leases existed: their heartbeat says the same.
+        | Q(lease_expires_at__isnull=True, heartbeat_at__lt=now - lease_duration())
+        | Q(lease_expires_at__isnull=True, heartbeat_at__isnull=True)
     )
+    released = {"lease_token": "", "lease_expires_at": None, "updated_at": now}
     failed = orphans.filter(attempts__gte=MAX_ATTEMPTS).update(
         status=SeriesJob.Status.FAILED,
         stage=SeriesJob.Stage.FINISHED,
         error_code="ABORTED",
         error_message="The analysis was interrupted several times. Please try again later.",
         retryable=True,
-        finished_at=timezone.now(),
-        updated_at=timezone.now(),
+        finished_at=now,
+        **released,
     )
     requeued = orphans.filter(attempts__lt=MAX_ATTEMPTS).update(
         status=SeriesJob.Status.QUEUED,
         stage=SeriesJob.Stage.WAITING,
         progress=0.0,
         worker="",
-        updated_at=timezone.now(),
+        **released,
     )
     if requeued or failed:
-        logger.warning("series jobs of a stopped worker: %d requeued, %d failed", requeued, failed)
+        logger.warning("series jobs of a lost worker: %d requeued, %d failed", requeued, failed)
     return requeued, failed
 
 
+def series_job_retry_refusal(*, job: SeriesJob) -> str:
+    """Returns why the job cannot be retried by hand, or "" when it can."""
+    if job.status == SeriesJob.Status.QUEUED:
+        return "This series is already queued" + (
+            " for an automatic retry." if job.retry_at else "."
+        )
+    if job.status == SeriesJob.Status.RUNNING:
+        return "This series is being analysed."
+    if job.status != SeriesJob.Status.FAILED:
+        return "This series was analysed; only a failed one can be retried."
+    if not job.retryable:
+        return "The analysis service refused this series for good; trying again would not help."
+    if job.upload != SeriesJob.Upload.ORIGINAL:
+        return "The stored series is gone; upload it again."
+    return ""
+
+
 def series_job_retry(*, job: SeriesJob) -> SeriesJob:
-    """Queues a failed, retryable job again; any other job comes back unchanged.
+    """Queues a failed, retryable job again, afresh; any other job comes back unchanged.
 
     Only a job that still has its original upload can run again (a retryable failure
-    keeps it; web/README.md, "What is kept of a study").
+    keeps it; web/README.md, "What is kept of a study"). The job gets its automatic
+    retries and its interruption bound anew.
     """
-    if (
-        job.status != SeriesJob.Status.FAILED
-        or not job.retryable
-        or job.upload != SeriesJob.Upload.ORIGINAL
-    ):
+    if series_job_retry_refusal(job=job):
         return job
     with transaction.atomic():
         SeriesJob.objects.filter(pk=job.pk, status=SeriesJob.Status.FAILED).update(
@@ -455,12 +508,14 @@ def series_job_retry(*, job: SeriesJob) -> SeriesJob:
             stage=SeriesJob.Stage.WAITING,
             progress=0.0,
             attempts=0,
+            retries=0,
+            retry_at=None,
             error_code="",
             error_message="",
             retryable=False,
             updated_at=timezone.now(),
         )
-        transaction.on_commit(_notify_worker)
+        transaction.on_commit(lambda: _notify_worker(job.pk))
     job.refresh_from_db()
     return job
 
@@ -478,15 +533,53 @@ def series_job_delete(*, job: SeriesJob) -> None:
 
 
 class _Sent:
-    """Counts the bytes handed to grpc, which reads the chunks in its own thread."""
+    """Counts the bytes handed to grpc, which reads the chunks in its own thread.
+
+    Once `stop` is set (the job was lost), the next chunk ends the upload, and with it
+    the call.
+    """
 
     def __init__(self) -> None:
         self.count = 0
+        self.stop = threading.Event()
 
     def chunks(self, stream: IO[bytes]) -> Iterator[bytes]:
         for chunk in gateway_client.file_chunks(stream):
+            if self.stop.is_set():
+                raise LeaseLost
             self.count += len(chunk)
             yield chunk
+
+
+def _fenced(job: SeriesJob) -> QuerySet[SeriesJob]:
+    """Matches the job's row only while it still holds this worker's lease token."""
+    return SeriesJob.objects.filter(pk=job.pk, lease_token=job.lease_token)
+
+
+class _Lease:
+    """Renews a claimed job's lease, at most every WEB_SERIES_HEARTBEAT_SECONDS unless forced.
+
+    Every renewal is fenced by the job's token and raises LeaseLost once the row holds
+    another (the job was requeued and claimed by someone else). After a renewal nobody
+    can take the job over for WEB_SERIES_LEASE_SECONDS, so a step that writes shared
+    files right after one cannot race its new owner.
+    """
+
+    def __init__(self, job: SeriesJob) -> None:
+        self.job = job
+        self.renewed = time.monotonic()
+
+    def renew(self, *, force: bool = True, **fields: object) -> None:
+        now = time.monotonic()
+        if not force and not fields and now - self.renewed < settings.WEB_SERIES_HEARTBEAT_SECONDS:
+            return
+        at = timezone.now()
+        self.job.heartbeat_at, self.job.lease_expires_at = at, at + lease_duration()
+        if not _fenced(self.job).update(
+            heartbeat_at=at, lease_expires_at=self.job.lease_expires_at, **fields
+        ):
+            raise LeaseLost
+        self.renewed = now
 
 
 def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> SeriesJob:
@@ -498,33 +591,61 @@ def series_job_run(*, job: SeriesJob, gateway: GatewayClient | None = None) -> S
     the original upload: the service needs its SeriesDescription and acquisition times to
     pick the contrast phases, and keeps nothing of it beyond the call.
 
-    The call runs in a helper thread while this thread writes the progress and the
-    heartbeat to the row, so every database write stays in the worker's own thread.
-    A gateway failure becomes the job's error (INVALID_ARGUMENT shows the service's
-    own message, such as which zip entry was refused).
+    The call runs in a helper thread while this thread writes the progress and renews
+    the lease, so every database write stays in the worker's own thread. A gateway
+    failure becomes the job's error (INVALID_ARGUMENT shows the service's own message,
+    such as which zip entry was refused); a transient one queues an automatic retry.
+    A worker that lost the job (LeaseLost) stops and writes nothing more: it returns
+    the row as its new owner keeps it.
     """
     client = gateway or gateway_client.get_gateway()
     zip_path = series_root() / job.zip_name
     sent = _Sent()
+    lease = _Lease(job)
     started = time.perf_counter()
     try:
-        with zip_path.open("rb") as stored, ThreadPoolExecutor(1, "series-call") as pool:
-            future = pool.submit(
-                client.analyze_series,
-                chunks=sent.chunks(stored),
-                disease=job.disease,
-                total_size_bytes=job.zip_bytes,
-                preview_size_px=THUMBNAIL_PX,
-                dicom_reports=True,
-                request_id=job.request_id or None,
-            )
-            result = _await(future.result, lambda: _beat(job, sent.count))
+        with zip_path.open("rb") as stored:
+            pool = ThreadPoolExecutor(1, "series-call")
+            try:
+                future = pool.submit(
+                    client.analyze_series,
+                    chunks=sent.chunks(stored),
+                    disease=job.disease,
+                    total_size_bytes=job.zip_bytes,
+                    preview_size_px=THUMBNAIL_PX,
+                    dicom_reports=True,
+                    request_id=job.request_id or None,
+                )
+                result = _await(future.result, lambda: _beat(job, sent.count, lease))
+            finally:
+                # A lost job's call is not waited for: its upload stops at the next chunk
+                # and whatever it answers is dropped with the helper thread.
+                sent.stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
     except GatewayError as error:
-        return series_job_fail(job=job, error=error)
+        return _fenced_or_lost(job, functools.partial(series_job_fail, job=job, error=error))
     except FileNotFoundError:
-        return _fail(job, "DATA_LOSS", "The stored series is gone; upload it again.", False)
+        return _fenced_or_lost(
+            job,
+            lambda: _fail(job, "DATA_LOSS", "The stored series is gone; upload it again.", False),
+        )
+    except LeaseLost:
+        return _lost(job)
     job.timings = {"call_ms": round((time.perf_counter() - started) * 1000, 3)}
-    return series_job_record(job=job, result=result)
+    return _fenced_or_lost(job, lambda: series_job_record(job=job, result=result, lease=lease))
+
+
+def _fenced_or_lost(job: SeriesJob, write: Callable[[], SeriesJob]) -> SeriesJob:
+    try:
+        return write()
+    except LeaseLost:
+        return _lost(job)
+
+
+def _lost(job: SeriesJob) -> SeriesJob:
+    logger.warning("series job %s: taken over by another worker; this one stops", job.pk)
+    job.refresh_from_db()
+    return job
 
 
 def _await(result: Callable[..., T], beat: Callable[[], None]) -> T:
@@ -535,23 +656,29 @@ def _await(result: Callable[..., T], beat: Callable[[], None]) -> T:
             beat()
 
 
-def _beat(job: SeriesJob, sent: int) -> None:
-    """Writes the progress and the heartbeat of a running job."""
+def _beat(job: SeriesJob, sent: int, lease: _Lease) -> None:
+    """Writes the progress of a running job when it moved, and renews its lease."""
     fraction = min(sent / job.zip_bytes, 1.0) if job.zip_bytes else 1.0
-    job.stage = SeriesJob.Stage.SENDING if fraction < 1.0 else SeriesJob.Stage.ANALYSING
-    job.progress = round(fraction * SENDING_SHARE, 4) if fraction < 1.0 else 0.9
-    job.heartbeat_at = timezone.now()
-    SeriesJob.objects.filter(pk=job.pk).update(
-        stage=job.stage, progress=job.progress, heartbeat_at=job.heartbeat_at
-    )
+    stage = SeriesJob.Stage.SENDING if fraction < 1.0 else SeriesJob.Stage.ANALYSING
+    progress = round(fraction * SENDING_SHARE, 4) if fraction < 1.0 else 0.9
+    if (stage, progress) == (job.stage, job.progress):
+        lease.renew(force=False)
+        return
+    job.stage, job.progress = stage, progress
+    lease.renew(stage=stage, progress=progress)
 
 
-def series_job_record(*, job: SeriesJob, result: SeriesAnalysis) -> SeriesJob:
+def series_job_record(
+    *, job: SeriesJob, result: SeriesAnalysis, lease: _Lease | None = None
+) -> SeriesJob:
     """Records the findings, the study and the thumbnails, and marks the job done.
 
     Each slice keeps its DICOM image in every phase (SOPInstanceUID, InstanceNumber,
-    position), so a flagged slice can be found in a PACS or viewer.
+    position), so a flagged slice can be found in a PACS or viewer. Every write is
+    fenced by the job's lease token: LeaseLost when another worker took the job over,
+    whose results are then left as they are.
     """
+    lease = lease or _Lease(job)
     job.slices = [
         {
             "index": finding.slice_index,
@@ -574,16 +701,15 @@ def series_job_record(*, job: SeriesJob, result: SeriesAnalysis) -> SeriesJob:
         "model_ms": result.model_ms,
         "gateway_ms": result.elapsed_ms,
     }
-    SeriesJob.objects.filter(pk=job.pk).update(
-        stage=SeriesJob.Stage.THUMBNAILS, progress=0.95, heartbeat_at=timezone.now()
-    )
+    lease.renew(stage=SeriesJob.Stage.THUMBNAILS, progress=0.95)
     job.thumbnail_count = _store_thumbnails(job, result.previews)
-    _keep_deidentified(job, result)
+    _keep_deidentified(job, result, lease)
     job.status, job.stage, job.progress = SeriesJob.Status.DONE, SeriesJob.Stage.FINISHED, 1.0
     job.error_code = job.error_message = ""
     job.retryable = False
+    job.retry_at = None
     job.finished_at = timezone.now()
-    job.save()
+    _save_fenced(job)
     logger.info("series job %s done: %d positive slices", job.pk, len(job.positive_slices))
     return job
 
@@ -606,14 +732,16 @@ def _store_thumbnails(job: SeriesJob, previews: Sequence[bytes]) -> int:
     return len(previews)
 
 
-def _keep_deidentified(job: SeriesJob, result: SeriesAnalysis) -> None:
+def _keep_deidentified(job: SeriesJob, result: SeriesAnalysis, lease: _Lease) -> None:
     """Keeps the SR and the KOS de-identified and replaces the upload by its de-identified copy.
 
     One seed for the three, so their replacement names, IDs and date shift agree; it lives
     in this call only. What cannot be de-identified is not kept: an SR or KOS that does
     not read is dropped, and a study whose copy fails loses its original all the same
     (the findings stay). Runs in a helper thread while this one beats the heartbeat, as
-    a large study takes a while and a silent job would be taken for a dead worker's.
+    a large study takes a while and a silent job would be taken for a dead worker's; the
+    lease is renewed once more right before the original is replaced or deleted, so a
+    worker that lost the job never touches the upload its new owner reads.
     """
     seed = secrets.token_hex(16)
     folder = private_dir(REPORT_DIR) / job.pk.hex
@@ -639,9 +767,13 @@ def _keep_deidentified(job: SeriesJob, result: SeriesAnalysis) -> None:
     try:
         with ThreadPoolExecutor(1, "series-deid") as pool:
             future = pool.submit(deidentify.deidentify_study_zip, original, copy, seed=seed)
-            kept = _await(future.result, lambda: _heartbeat(job))
+            kept = _await(future.result, lambda: lease.renew(force=False))
         copy.chmod(0o600)
+        lease.renew()
         os.replace(copy, original)  # the original's name now holds the copy, atomically
+    except LeaseLost:
+        copy.unlink(missing_ok=True)
+        raise
     except Exception as error:  # whatever went wrong, the original must not stay
         logger.error(
             "series job %s: no de-identified copy (%s); the upload is deleted",
@@ -649,6 +781,7 @@ def _keep_deidentified(job: SeriesJob, result: SeriesAnalysis) -> None:
             type(error).__name__,
         )
         copy.unlink(missing_ok=True)
+        lease.renew()
         original.unlink(missing_ok=True)
         job.upload = SeriesJob.Upload.DELETED
         return
@@ -667,17 +800,15 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def _heartbeat(job: SeriesJob) -> None:
-    job.heartbeat_at = timezone.now()
-    SeriesJob.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at)
-
-
-def _delete_upload(job: SeriesJob) -> None:
-    """Deletes the stored upload of a job that will not run again (refused for good)."""
-    if job.upload == SeriesJob.Upload.DELETED:
-        return
-    (series_root() / job.zip_name).unlink(missing_ok=True)
-    job.upload = SeriesJob.Upload.DELETED
+def _save_fenced(job: SeriesJob) -> None:
+    """Saves every field of the job, only while its row holds the job's lease token."""
+    fields = {
+        f.attname: getattr(job, f.attname)
+        for f in SeriesJob._meta.concrete_fields
+        if not f.primary_key and f.attname != "updated_at"
+    }
+    if not _fenced(job).update(**fields, updated_at=timezone.now()):
+        raise LeaseLost
 
 
 def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:
@@ -687,17 +818,68 @@ def series_job_fail(*, job: SeriesJob, error: GatewayError) -> SeriesJob:
 
 
 def _fail(job: SeriesJob, code: str, message: str, retryable: bool) -> SeriesJob:
-    """Records a failure; one refused for good deletes the upload, a retryable one keeps it.
+    """Records a failure: an automatic retry for a transient one while retries remain.
 
-    Refused for good (the study rejected, not retryable): nothing will read the upload
-    again. Retryable (the service down, busy, slow): the retry needs the original.
+    A retryable failure whose code is in RETRY_CODES (the service down, busy, slow)
+    queues the job again, `retry_delay` away, up to WEB_SERIES_RETRIES times; the
+    original upload stays for it. Otherwise the job fails: refused for good (not
+    retryable), nothing will read the upload again and it is deleted; retryable, the
+    retry by hand needs the original, which stays. LeaseLost when the job is no longer
+    this worker's (nothing written, nothing deleted).
     """
-    job.status, job.stage = SeriesJob.Status.FAILED, SeriesJob.Stage.FINISHED
     job.error_code, job.error_message = code, message[:500]
     job.retryable = retryable
+    if retryable and code in RETRY_CODES and job.retries < settings.WEB_SERIES_RETRIES:
+        return _retry_later(job)
+    job.status, job.stage = SeriesJob.Status.FAILED, SeriesJob.Stage.FINISHED
+    job.retry_at = None
     job.finished_at = timezone.now()
+    keep = job.upload
     if not retryable:
-        _delete_upload(job)
-    job.save()
+        job.upload = SeriesJob.Upload.DELETED if keep != SeriesJob.Upload.DELETED else keep
+    _save_fenced(job)  # first the row, so a lost worker never deletes the new owner's file
+    if not retryable and keep != SeriesJob.Upload.DELETED:
+        (series_root() / job.zip_name).unlink(missing_ok=True)
     logger.warning("series job %s failed: %s", job.pk, code)
+    return job
+
+
+def _retry_later(job: SeriesJob) -> SeriesJob:
+    """Queues the job again after the next backoff, afresh for the interruption bound."""
+    job.retries += 1
+    delay = retry_delay(job.retries)
+    job.status, job.stage, job.progress = SeriesJob.Status.QUEUED, SeriesJob.Stage.WAITING, 0.0
+    job.retry_at = timezone.now() + delay
+    job.attempts = 0
+    job.worker = ""
+    token, job.lease_token, job.lease_expires_at = job.lease_token, "", None
+    with transaction.atomic():
+        if not SeriesJob.objects.filter(pk=job.pk, lease_token=token).update(
+            status=job.status,
+            stage=job.stage,
+            progress=job.progress,
+            retries=job.retries,
+            retry_at=job.retry_at,
+            attempts=job.attempts,
+            worker=job.worker,
+            lease_token="",
+            lease_expires_at=None,
+            error_code=job.error_code,
+            error_message=job.error_message,
+            retryable=job.retryable,
+            request_id=job.request_id,
+            updated_at=timezone.now(),
+        ):
+            job.lease_token = token
+            raise LeaseLost
+        job_id, seconds = job.pk, delay.total_seconds()
+        transaction.on_commit(lambda: _notify_worker(job_id, seconds))
+    logger.warning(
+        "series job %s: %s; retry %d of %d in %.0f s",
+        job.pk,
+        job.error_code,
+        job.retries,
+        settings.WEB_SERIES_RETRIES,
+        delay.total_seconds(),
+    )
     return job

@@ -11,7 +11,9 @@ import logging
 import uuid
 
 from celery import Task
+from django.conf import settings
 from django.db import OperationalError
+from django.utils import timezone
 
 from web.config.celery import app
 from web.series import services
@@ -20,9 +22,8 @@ from web.series.worker import worker_name
 
 logger = logging.getLogger(__name__)
 
-# A redelivered message whose job still looks alive waits this long between checks; after
-# STALE_HEARTBEAT the recovery rule requeues (or fails) the job of a lost worker.
-RECHECK_S = services.STALE_HEARTBEAT.total_seconds()
+# A redelivered message whose job still looks alive is checked again this many times, a
+# lease apart: once the lease expired, the recovery rule requeues (or fails) the job.
 MAX_RECHECKS = services.MAX_ATTEMPTS + 2
 SWEEP_BATCH = 200
 DATABASE_RETRY_S = 1.0
@@ -32,9 +33,11 @@ DATABASE_RETRY_S = 1.0
 def series_job_process(self: Task[[str | None], str], job_id: str | None = None) -> str:
     """Claims and runs the job with this id (or the oldest queued one); returns its outcome.
 
-    "done" or "failed" after a run, "skipped" when there was nothing to claim. A job
-    still running under another worker is checked again later: if that worker was lost,
-    its heartbeat goes stale and the recovery rule requeues the job for this task.
+    "done", "failed" or "queued" (an automatic retry is due later) after a run,
+    "skipped" when there was nothing to claim, "deferred" when the job waits for its
+    retry time (a message that came early is sent again for then). A job still running
+    under another worker is checked again later: if that worker was lost, its lease
+    expires and the recovery rule requeues the job for this task.
     """
     try:
         job = _claim(self, job_id)
@@ -45,8 +48,21 @@ def series_job_process(self: Task[[str | None], str], job_id: str | None = None)
         logger.warning("series job %s: the database refused the claim; retrying", job_id)
         raise self.retry(countdown=DATABASE_RETRY_S) from None
     if job is None:
-        return "skipped"
+        return _defer(job_id) if job_id is not None else "skipped"
     return str(services.series_job_run(job=job).status)
+
+
+def _defer(job_id: str) -> str:
+    """Sends the message again for the job's retry time when it came early, else skips."""
+    retry_at = (
+        SeriesJob.objects.filter(pk=uuid.UUID(job_id), status=SeriesJob.Status.QUEUED)
+        .values_list("retry_at", flat=True)
+        .first()
+    )
+    if retry_at is None or retry_at <= timezone.now():
+        return "skipped"
+    enqueue(job_id=uuid.UUID(job_id), delay_s=(retry_at - timezone.now()).total_seconds())
+    return "deferred"
 
 
 def _claim(task: Task[[str | None], str], job_id: str | None) -> SeriesJob | None:
@@ -61,7 +77,7 @@ def _claim(task: Task[[str | None], str], job_id: str | None) -> SeriesJob | Non
             requeued, _failed = services.series_jobs_recover()
             job = services.series_job_claim_id(job_id=pk, worker=worker) if requeued else None
             if job is None and _running(pk):
-                raise task.retry(countdown=RECHECK_S)
+                raise task.retry(countdown=settings.WEB_SERIES_LEASE_SECONDS)
     return job
 
 
@@ -71,25 +87,24 @@ def _running(pk: uuid.UUID) -> bool:
 
 @app.task(name="series.jobs_sweep")
 def series_jobs_sweep() -> int:
-    """Requeues jobs of lost workers, then queues a task for every queued job; returns how many.
+    """Requeues jobs of lost workers, then queues a task for every due job; returns how many.
 
-    Runs when a worker starts and periodically under `celery beat`: a job whose message
+    Runs when a worker starts and every WEB_SERIES_SWEEP_SECONDS under `celery beat`: a
+    job whose worker died is taken over once its lease expired, and a job whose message
     was lost (Redis restarted, the web process could not reach it) still runs.
     """
     services.series_jobs_recover()
-    job_ids = list(
-        SeriesJob.objects.filter(status=SeriesJob.Status.QUEUED)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:SWEEP_BATCH]
-    )
+    job_ids = list(services.series_jobs_due().values_list("pk", flat=True)[:SWEEP_BATCH])
     for pk in job_ids:
         series_job_process.delay(str(pk))
     return len(job_ids)
 
 
-def enqueue(*, job_id: uuid.UUID | None = None) -> None:
-    """Sends a job to the Celery workers; on a broker outage the job waits for the sweep."""
+def enqueue(*, job_id: uuid.UUID | None = None, delay_s: float = 0.0) -> None:
+    """Sends a job to the Celery workers `delay_s` from now; on a broker outage, to the sweep."""
     try:
-        series_job_process.delay(str(job_id) if job_id is not None else None)
+        series_job_process.apply_async(
+            (str(job_id) if job_id is not None else None,), countdown=max(delay_s, 0.0)
+        )
     except Exception:  # kombu raises OperationalError and others: the row stays queued
         logger.exception("series job %s: could not reach the Celery broker", job_id or "?")

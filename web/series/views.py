@@ -186,6 +186,7 @@ def detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         "study": study.study_display(job.study),
         "plot": selectors.series_plot(job=job) if job.status == SeriesJob.Status.DONE else None,
         "ticks": plot_ticks(len(job.slices)),
+        "retry": job.retry_json(),
     }
     return _no_store(render(request, "series/detail.html", context))
 

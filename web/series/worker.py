@@ -1,9 +1,11 @@
 """The in-process job worker: a thread that claims queued series jobs from the database.
 
-The rows are the queue, so a restart loses nothing: at start (and every minute) the
-worker requeues jobs whose worker stopped beating its heartbeat, or fails those that
-used their attempts. Several processes may each run a worker; a claim is one atomic
-UPDATE, so no job runs twice at once.
+The rows are the queue, so a restart loses nothing: at start and every
+WEB_SERIES_SWEEP_SECONDS the worker requeues jobs whose lease expired (their worker
+stopped renewing it), or fails those interrupted too often. Several processes may each
+run a worker; a claim is one atomic UPDATE under a new lease token, so no job runs twice
+at once and a worker that lost its job writes nothing more of it. Jobs waiting for an
+automatic retry are claimed once their time comes (the idle wait polls for them).
 
 WEB_SERIES_WORKER picks who runs the jobs: "thread" (the default) runs this worker in
 the process that serves the site; "celery" starts no thread and sends each job to Celery
@@ -21,6 +23,7 @@ import threading
 import time
 import uuid
 
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from web.series import services
@@ -30,7 +33,6 @@ logger = logging.getLogger(__name__)
 MODE_ENV = "WEB_SERIES_WORKER"  # "thread" (the default), "celery" or "off"
 MODES = ("thread", "celery", "off")
 IDLE_WAIT_S = 2.0
-RECOVER_EVERY_S = 30.0
 
 
 def worker_name() -> str:
@@ -84,7 +86,7 @@ class SeriesWorker(threading.Thread):
             try:
                 close_old_connections()
                 now = time.monotonic()
-                if now - recovered_at >= RECOVER_EVERY_S:
+                if now - recovered_at >= settings.WEB_SERIES_SWEEP_SECONDS:
                     services.series_jobs_recover()
                     recovered_at = now
                 if self.run_one():
@@ -133,15 +135,19 @@ def stop_worker() -> None:
         running.stop()
 
 
-def notify(*, job_id: uuid.UUID | None = None) -> None:
+def notify(*, job_id: uuid.UUID | None = None, delay_s: float = 0.0) -> None:
     """Wakes this process's worker, or with Celery sends the job (by id, else the oldest).
 
-    Without a running worker (mode "off") the job waits in its row for one that does.
+    `delay_s`: the job may start only then (an automatic retry); the thread worker's idle
+    wait finds it when it is due, Celery gets the message with that countdown. Without a
+    running worker (mode "off") the job waits in its row for one that does.
     """
     if mode() == "celery":
         from web.series import tasks
 
-        tasks.enqueue(job_id=job_id)
+        tasks.enqueue(job_id=job_id, delay_s=delay_s)
+        return
+    if delay_s > 0:
         return
     running = _worker
     if running is not None:

@@ -46,8 +46,9 @@ def model_card() -> ModelCard:
 class SeriesStack:
     """The MRI servicer and the gateway in front of it, serving until `stop`."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, gateway_port: int = 0) -> None:
         self._folder = folder
+        self._gateway_port = gateway_port  # 0: any free port
         self._loop = asyncio.new_event_loop()
         self._servers: list[Server] = []
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -79,7 +80,7 @@ class SeriesStack:
         self._servers.append(mri)
         settings = GatewaySettings.from_env(
             {
-                "GATEWAY_PORT": "0",
+                "GATEWAY_PORT": str(self._gateway_port),
                 "GATEWAY_STATE_DIR": str(self._folder / "gateway"),
                 "GATEWAY_ROUTES": f"mri=series@127.0.0.1:{mri_port}",
             }
@@ -104,10 +105,14 @@ class SeriesStack:
 
 
 @contextmanager
-def series_stack() -> Iterator[str]:
-    """Runs the stack in a temporary folder; yields the gateway's address."""
+def series_stack(*, gateway_port: int = 0) -> Iterator[str]:
+    """Runs the stack in a temporary folder; yields the gateway's address.
+
+    `gateway_port` fixes the gateway's port, so a test can point the web tier at it before
+    it starts (a service that comes up later).
+    """
     with tempfile.TemporaryDirectory(prefix="medimg-web-series-") as folder:
-        stack = SeriesStack(Path(folder))
+        stack = SeriesStack(Path(folder), gateway_port=gateway_port)
         try:
             yield stack.start()
         finally:

@@ -223,3 +223,38 @@ def _burst(*, address: str, email: str) -> list[int | None]:
     for thread in threads:
         thread.join(timeout=30)
     return waits
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_log_in_attempts_cannot_slip_under_the_delay(settings: Settings) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite's shared in-memory test database refuses concurrent writers")
+    free = settings.WEB_LOGIN_FREE_FAILURES
+    for burst in range(4):
+        waits = _login_burst(address=f"192.0.2.{210 + burst}", email=f"d{burst}@example.com")
+        assert len(waits) == THREADS
+        # Counted one after the other under the rows' locks: the free attempts, then the
+        # one that starts the first delay; every other attempt saw that delay.
+        assert waits.count(None) == free + 1, burst
+        assert all(wait == 1 for wait in waits if wait is not None), burst
+
+
+def _login_burst(*, address: str, email: str) -> list[int | None]:
+    """Begins THREADS log-in attempts at once, each from its own thread and connection."""
+    waits: list[int | None] = []
+    start = threading.Barrier(THREADS)
+
+    def ask() -> None:
+        try:
+            connection.ensure_connection()
+            start.wait(timeout=10)
+            waits.append(services.login_attempt_begin(email=email, address=address).wait)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=ask) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return waits

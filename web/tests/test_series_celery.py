@@ -118,6 +118,7 @@ def test_with_celery_an_uploaded_job_runs_once_and_a_second_delivery_skips_it(
     alice: User, settings: Any, celery_worker: WorkController
 ) -> None:
     settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"  # nothing listens: a retryable failure
+    settings.WEB_SERIES_RETRIES = 0  # failed at once (the retries: test_series_recovery.py)
     job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     assert job.status == "queued"
 
@@ -135,12 +136,16 @@ def test_with_celery_the_job_of_a_lost_worker_is_requeued_and_run_by_a_redeliver
     alice: User, settings: Any, celery_worker: WorkController
 ) -> None:
     settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"
+    settings.WEB_SERIES_RETRIES = 0
     os.environ[worker.MODE_ENV] = "off"  # queue it without a message, as if it was lost
     job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     os.environ[worker.MODE_ENV] = "celery"
-    stale = services.STALE_HEARTBEAT * 2
     SeriesJob.objects.filter(pk=job.pk).update(
-        status="running", worker="celery:lost", attempts=1, heartbeat_at=job.created_at - stale
+        status="running",
+        worker="celery:lost",
+        attempts=1,
+        lease_token="lost",
+        lease_expires_at=job.created_at - services.lease_duration(),
     )
 
     outcome = tasks.series_job_process.delay(str(job.pk)).get(timeout=20)
@@ -166,3 +171,49 @@ def test_with_celery_a_phantom_series_is_analysed_by_the_real_gateway_and_mri_se
     assert job.status == "done", (job.error_code, job.error_message)
     assert job.slice_count == 16 and job.thumbnail_count == 16 and job.demo_model
     assert job.attempts == 1 and job.worker.startswith("celery:")
+
+
+def test_with_celery_a_transient_failure_is_retried_by_delayed_messages_up_to_the_bound(
+    alice: User, settings: Any, celery_worker: WorkController
+) -> None:
+    settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"  # down all along
+    settings.WEB_SERIES_RETRIES = 2
+    settings.WEB_SERIES_RETRY_BASE_SECONDS = 1
+    started = time.monotonic()
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+
+    job = wait_finished(job, timeout_s=60)
+    # Each retry ran from a message sent with its backoff as countdown: 1 s, then 2 s.
+    assert time.monotonic() - started >= 3 * (1 - services.RETRY_JITTER)
+    assert (job.status, job.error_code, job.retryable, job.retries) == (
+        "failed",
+        "UNAVAILABLE",
+        True,
+        2,
+    )
+    assert job.upload == SeriesJob.Upload.ORIGINAL and job.worker.startswith("celery:")
+
+
+def test_with_celery_the_beat_sweep_takes_over_a_job_whose_lease_expired_within_seconds(
+    alice: User, settings: Any, series_gateway: str, celery_worker: WorkController
+) -> None:
+    settings.WEB_SERIES_LEASE_SECONDS = 2
+    settings.WEB_SERIES_HEARTBEAT_SECONDS = 1
+    os.environ[worker.MODE_ENV] = "off"  # its message went with the worker that died
+    job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
+    os.environ[worker.MODE_ENV] = "celery"
+    dead = services.series_job_claim_id(job_id=job.pk, worker="celery:dead")
+    assert dead is not None
+    died = time.monotonic()
+    # What `celery beat` does every WEB_SERIES_SWEEP_SECONDS: nothing while the lease holds.
+    assert tasks.series_jobs_sweep.delay().get(timeout=10) == 0
+    job.refresh_from_db()
+    assert (job.status, job.worker) == ("running", "celery:dead")
+    while tasks.series_jobs_sweep.delay().get(timeout=10) == 0:
+        assert time.monotonic() - died < 30, "the lease did not expire within 30 s"
+        time.sleep(0.5)
+
+    job = wait_finished(job, timeout_s=60)
+    assert job.status == "done", (job.error_code, job.error_message)
+    assert job.worker.startswith("celery:") and job.worker != "celery:dead"
+    assert job.attempts == 2 and time.monotonic() - died < 60

@@ -271,12 +271,16 @@ def test_jobs_of_a_dead_worker_are_requeued_or_failed_after_their_attempts(alice
     requeue = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     spent = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     alive = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
-    stale = timezone.now() - services.STALE_HEARTBEAT - timedelta(seconds=1)
-    SeriesJob.objects.filter(pk=requeue.pk).update(status="running", attempts=1, heartbeat_at=stale)
-    SeriesJob.objects.filter(pk=spent.pk).update(
-        status="running", attempts=services.MAX_ATTEMPTS, heartbeat_at=stale
+    expired = timezone.now() - timedelta(seconds=1)
+    SeriesJob.objects.filter(pk=requeue.pk).update(
+        status="running", attempts=1, lease_token="t1", lease_expires_at=expired
     )
-    SeriesJob.objects.filter(pk=alive.pk).update(status="running", heartbeat_at=timezone.now())
+    SeriesJob.objects.filter(pk=spent.pk).update(
+        status="running", attempts=services.MAX_ATTEMPTS, lease_expires_at=expired
+    )
+    SeriesJob.objects.filter(pk=alive.pk).update(
+        status="running", lease_expires_at=timezone.now() + services.lease_duration()
+    )
     assert services.series_jobs_recover() == (1, 1)
     states = {j.pk: (j.status, j.error_code) for j in SeriesJob.objects.all()}
     assert states == {
@@ -284,14 +288,17 @@ def test_jobs_of_a_dead_worker_are_requeued_or_failed_after_their_attempts(alice
         spent.pk: ("failed", "ABORTED"),
         alive.pk: ("running", ""),
     }
+    requeue.refresh_from_db()
+    assert (requeue.lease_token, requeue.lease_expires_at, requeue.worker) == ("", None, "")
     spent.refresh_from_db()
     assert spent.retryable and services.series_job_retry(job=spent).status == "queued"
 
 
-def test_with_the_gateway_down_the_job_fails_retryably_and_keeps_its_zip(
+def test_with_the_gateway_down_and_no_retries_left_the_job_fails_retryably_and_keeps_its_zip(
     alice: User, settings: Any, media: Path
 ) -> None:
     settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"
+    settings.WEB_SERIES_RETRIES = 0
     # The upload cannot be checked either: it is kept and queued unchecked.
     queued = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     assert (queued.status, queued.study) == ("queued", {})
@@ -452,6 +459,7 @@ def test_the_worker_thread_picks_up_a_queued_job_and_stops_cleanly(
     alice: User, settings: Any, transactional_db: None
 ) -> None:
     settings.GATEWAY_ADDR = f"127.0.0.1:{free_port()}"
+    settings.WEB_SERIES_RETRIES = 0
     job = services.series_job_create(user=alice, upload=io.BytesIO(phantom_zip_bytes()))
     thread = worker.SeriesWorker(idle_wait_s=0.05)
     thread.start()

@@ -5,6 +5,7 @@
   if (!card || !window.fetch) { return; }
   var stage = card.querySelector("[data-stage]");
   var bar = card.querySelector("[data-bar]");
+  var retry = card.querySelector("[data-retry]");
   var delay = 1000;
 
   function poll() {
@@ -16,6 +17,11 @@
         bar.value = value;
         bar.textContent = value + "%";
         stage.textContent = job.stage_display + (job.status === "running" ? " (" + value + "%)" : "");
+        // An automatic retry after a transient failure: why, when, and which attempt.
+        if (retry) {
+          retry.hidden = !job.retry;
+          retry.textContent = job.retry ? "The analysis service could not take the series (" + job.retry.error.code + "). " + job.retry.message + "." : "";
+        }
         delay = 1000;
         setTimeout(poll, delay);
       }, function () {
