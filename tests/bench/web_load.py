@@ -98,6 +98,9 @@ def web_env(database: WebDatabase, gateway: Process, scratch: Path) -> dict[str,
         "WEB_LOG_LEVEL": "WARNING",
         "REDIS_URL": "",
         "EMAIL_HOST": "",
+        # One token stands for every load client here: raise its limits, keep them on.
+        "WEB_API_RATE_USER": "1000000/minute",
+        "WEB_API_RATE_UPLOAD": "1000000/minute",
     }
 
 

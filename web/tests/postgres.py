@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,25 +114,37 @@ class PostgresServer:
                 )
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def restart(self, down_s: float) -> None:
+        """Stops the server as an operator's restart would, waits down_s, starts it again.
+
+        The same port and data: clients see connections refused, then the same database.
+        """
+        self._run(_binary("pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        time.sleep(down_s)
+        self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} {_FAST_OPTIONS}"
+        self._run(
+            _binary("pg_ctl"),
+            "-D",
+            str(self.root / "data"),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
+
     def _start(self, attempts: int) -> None:
         # The free port may be taken between the probe and the bind: try a few.
         for attempt in range(attempts):
             self.port = free_port()
-            options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} {_FAST_OPTIONS}"
             try:
-                self._run(
-                    _binary("pg_ctl"),
-                    "-D",
-                    str(self.root / "data"),
-                    "-o",
-                    options,
-                    "-l",
-                    str(self.root / "server.log"),
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                )
+                self._pg_ctl_start()
                 return
             except subprocess.CalledProcessError:
                 if attempt == attempts - 1:
