@@ -205,20 +205,25 @@ class Receiver:
                         attempts,
                     )
                     return Outcome.GAVE_UP
-                delay = backoff_s(attempt, self.settings.retry_backoff_s)
-                LOG.warning(
-                    "study %s: %s (attempt %d of %d); trying again in %.1f s",
-                    job.key,
-                    failure,
-                    attempt,
-                    attempts,
-                    delay,
-                )
+                delay = self._announce_retry(job, failure, attempt)
             finally:
                 reset_request_id(token)
             if self._stop.wait(delay):
                 return Outcome.INTERRUPTED
         return Outcome.GAVE_UP  # not reached: the loop returns on its last attempt
+
+    def _announce_retry(self, job: Job, failure: Exception, attempt: int) -> float:
+        """Logs a transient failure and returns how long to wait before the next attempt."""
+        delay = backoff_s(attempt, self.settings.retry_backoff_s)
+        LOG.warning(
+            "study %s: %s (attempt %d of %d); trying again in %.1f s",
+            job.key,
+            failure,
+            attempt,
+            self.settings.retry_attempts,
+            delay,
+        )
+        return delay
 
     def _send(self, job: Job, response: pb.AnalyzeSeriesResponse) -> Outcome:
         destination = self.settings.destination
@@ -255,16 +260,7 @@ class Receiver:
                         attempts,
                     )
                     return Outcome.GAVE_UP
-                delay = backoff_s(attempt, self.settings.retry_backoff_s)
-                LOG.warning(
-                    "study %s: %s (attempt %d of %d); trying again in %.1f s",
-                    job.key,
-                    failure,
-                    attempt,
-                    attempts,
-                    delay,
-                )
-                if self._stop.wait(delay):
+                if self._stop.wait(self._announce_retry(job, failure, attempt)):
                     return Outcome.INTERRUPTED
                 continue
             LOG.info("study %s: stored %s at %s", job.key, ", ".join(sent), destination)

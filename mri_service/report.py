@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -106,18 +107,11 @@ def _measurement_report(
         imaging_measurements=groups or [_no_finding(card, study)],
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=list(evidence.values()),
         content=content,
-        series_instance_uid=_uid(seed, "report series"),
-        series_number=REPORT_SERIES_NUMBER,
-        sop_instance_uid=_uid(seed, "report"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=False,
         is_verified=False,
-        contributing_equipment=[_equipment(card)],
-        series_description=_description(card, "tumour slices"),
+        **_document(evidence, seed, card, "tumour slices", REPORT_SERIES_NUMBER),
     )
     return _part10(sr)
 
@@ -204,17 +198,26 @@ def _key_images(
         description=_short(f"Flagged by {card.name} v{card.version}: {labels}", card),
     )
     kos = hd.ko.KeyObjectSelectionDocument(
-        evidence=list(evidence.values()),
         content=content,
-        series_instance_uid=_uid(seed, "key images series"),
-        series_number=KEY_IMAGES_SERIES_NUMBER,
-        sop_instance_uid=_uid(seed, "key images"),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        contributing_equipment=[_equipment(card)],
-        series_description=_description(card, "key images"),
+        **_document(evidence, seed, card, "key images", KEY_IMAGES_SERIES_NUMBER),
     )
     return _part10(kos)
+
+
+def _document(
+    evidence: dict[str, Dataset], seed: list[str], card: ModelCard, what: str, series_number: int
+) -> dict[str, Any]:
+    """Returns what both documents say of themselves: evidence, identity, series, equipment."""
+    return {
+        "evidence": list(evidence.values()),
+        "series_instance_uid": _uid(seed, f"{what} series"),
+        "series_number": series_number,
+        "sop_instance_uid": _uid(seed, what),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "contributing_equipment": [_equipment(card)],
+        "series_description": _description(card, what),
+    }
 
 
 def _evidence(study: Study, attributes: Dataset) -> dict[str, Dataset]:

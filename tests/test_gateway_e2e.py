@@ -16,7 +16,7 @@ from medimg.v1 import diagnosis_service_pb2_grpc as pb_grpc
 from medimg.v1 import model_info_pb2, model_registry_pb2, model_registry_pb2_grpc
 
 from tests.support.images import solid_png
-from tests.support.processes import Process, start, wait_until_serving
+from tests.support.processes import Process, start, start_gateway, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +27,6 @@ def start_toy(**env: str) -> Process:
     toy = start("toy", "tests.toy_service", "TOY_", env=env)
     wait_until_serving(toy)
     return toy
-
-
-def start_gateway(routes: str, state_dir: Path, **env: str) -> Process:
-    gateway = start(
-        "gateway",
-        "gateway",
-        "GATEWAY_",
-        env={"GATEWAY_ROUTES": routes, "GATEWAY_STATE_DIR": str(state_dir), **env},
-    )
-    wait_until_serving(gateway)
-    return gateway
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from medimg.v1 import series_analysis_service_pb2_grpc as pb_grpc
 
 from mri_service.phantom import PhantomSeries, PhantomSpec, generate_series, write_series_zip
 from mri_service.settings import DEFAULT_MODEL_DIR
-from tests.support.processes import ROOT, Process, start, wait_until_serving
+from tests.support.processes import ROOT, Process, start, start_gateway, wait_until_serving
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,16 +46,7 @@ def mri(spool: Path) -> Iterator[Process]:
 
 @pytest.fixture(scope="module")
 def gateway(mri: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    process = start(
-        "gateway",
-        "gateway",
-        "GATEWAY_",
-        env={
-            "GATEWAY_ROUTES": f"mri=series@{mri.address}",
-            "GATEWAY_STATE_DIR": str(tmp_path_factory.mktemp("gateway")),
-        },
-    )
-    wait_until_serving(process)
+    process = start_gateway(f"mri=series@{mri.address}", tmp_path_factory.mktemp("gateway"))
     yield process
     process.terminate()
 

@@ -38,7 +38,13 @@ from dicom_receiver.tests.test_receiver import _garbage_file
 from mri_service.settings import DEFAULT_MODEL_DIR
 from mri_service.tests.layouts import Patient
 from tests.support.orthanc import Orthanc, running_orthanc
-from tests.support.processes import Process, free_port, start, wait_until_serving
+from tests.support.processes import (
+    Process,
+    free_port,
+    start,
+    start_gateway,
+    wait_until_serving,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -113,16 +119,7 @@ def mri(mri_spool: Path) -> Iterator[Process]:
 
 @pytest.fixture(scope="module")
 def gateway(mri: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    process = start(
-        "gateway",
-        "gateway",
-        "GATEWAY_",
-        env={
-            "GATEWAY_ROUTES": f"mri=series@{mri.address}",
-            "GATEWAY_STATE_DIR": str(tmp_path_factory.mktemp("gateway")),
-        },
-    )
-    wait_until_serving(process)
+    process = start_gateway(f"mri=series@{mri.address}", tmp_path_factory.mktemp("gateway"))
     yield process
     process.terminate()
 

@@ -23,8 +23,7 @@ from tests.bench.web_load import (
     web_env,
 )
 from tests.chaos.conftest import record
-from tests.chaos.test_faults import start_gateway
-from tests.support.processes import Process
+from tests.support.processes import Process, start_gateway
 from tests.test_skin_e2e import photo, start_skin
 from tests.tfserving_fake.fixture_model import shipped_model_present
 from web.tests.postgres import PostgresServer, PostgresUnavailable

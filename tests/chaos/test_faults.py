@@ -25,7 +25,7 @@ from medimg.v1 import series_analysis_service_pb2_grpc as series_grpc
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 from tests.chaos.conftest import FULL, record
 from tests.chaos.load import diagnose_once, run_load
-from tests.support.processes import Process, start, wait_until_serving
+from tests.support.processes import Process, start, start_gateway, wait_until_serving
 from tests.test_skin_e2e import MODEL_DIR, photo, start_skin
 from tests.tfserving_fake.fixture_model import shipped_model_present
 
@@ -38,17 +38,6 @@ CLIENTS = 8
 SOAK_S = 600.0 if FULL else 60.0
 # Codes a caller may retry: the service was away, or told the caller to come back.
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
-
-
-def start_gateway(routes: str, state_dir: Path) -> Process:
-    gateway = start(
-        "gateway",
-        "gateway",
-        "GATEWAY_",
-        env={"GATEWAY_ROUTES": routes, "GATEWAY_STATE_DIR": str(state_dir)},
-    )
-    wait_until_serving(gateway)
-    return gateway
 
 
 @pytest.fixture

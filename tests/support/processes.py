@@ -111,6 +111,18 @@ def start_trainer(*, port: int, data_dir: Path, gateway_address: str) -> Process
     )
 
 
+def start_gateway(routes: str, state_dir: Path, **env: str) -> Process:
+    """Starts the gateway with GATEWAY_ROUTES=routes and its state in state_dir; waits for it."""
+    gateway = start(
+        "gateway",
+        "gateway",
+        "GATEWAY_",
+        env={"GATEWAY_ROUTES": routes, "GATEWAY_STATE_DIR": str(state_dir), **env},
+    )
+    wait_until_serving(gateway)
+    return gateway
+
+
 def wait_until_serving(process: Process, timeout: float = 30.0) -> None:
     """Waits until the standard health check reports SERVING; fails with the process log."""
     deadline = time.monotonic() + timeout
