@@ -24,6 +24,26 @@ class MedimgError(Exception):
             self.reason = reason  # type: ignore[misc]  # per-instance refinement of the class default
 
 
+# The reasons of an INVALID_ARGUMENT that mean "over a size limit": over HTTP every one of
+# them is 413 Payload Too Large, whichever tier or service found it, and its message names
+# the limit.
+TOO_LARGE_REASONS: frozenset[str] = frozenset(
+    {
+        "IMAGE_TOO_LARGE",
+        "IMAGE_TOO_MANY_PIXELS",
+        "SERIES_TOO_LARGE",
+        "SERIES_UPLOAD_TOO_LARGE",
+        "SERIES_TOO_MANY_ENTRIES",
+        "SERIES_IMAGE_TOO_LARGE",
+    }
+)
+
+
+def is_too_large(reason: str) -> bool:
+    """Returns True when a refusal's reason says the input is over a size limit."""
+    return reason in TOO_LARGE_REASONS
+
+
 class InvalidArgument(MedimgError):
     """The request itself is wrong; sending it again will not help."""
 

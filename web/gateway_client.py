@@ -24,6 +24,7 @@ from medimg.v1 import (
     trainer_service_pb2_grpc,
 )
 
+from servicekit.errors import is_too_large
 from servicekit.request_context import REQUEST_ID_KEY, accept_request_id, current_request_id
 from servicekit.status import error_reason
 
@@ -162,7 +163,9 @@ class GatewayError(Exception):
         self.reason = reason
         self.request_id = request_id
         self.outcome = outcome_for(status, outcomes)
-        self.http_status = self.outcome.http_status
+        # One status per kind of refusal: "too large" is 413 wherever it was found.
+        too_large = status == grpc.StatusCode.INVALID_ARGUMENT and is_too_large(reason)
+        self.http_status = 413 if too_large else self.outcome.http_status
         self.retry_after_s = self.outcome.retry_after_s
         self.retryable = self.outcome.retryable
 

@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from servicekit.errors import MedimgError
+from servicekit.errors import MedimgError, is_too_large
 from servicekit.request_context import current_request_id
 from web import gateway_client
 from web.core.views import DATABASE_RETRY_AFTER_S
@@ -148,6 +148,8 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
         retry_after = exc.retry_after_s
     elif isinstance(exc, MedimgError):
         http_status = gateway_client.outcome_for_name(exc.code).http_status
+        if exc.code == "INVALID_ARGUMENT" and is_too_large(exc.reason):
+            http_status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
         message, reason, retry_after = sentence(exc.message), exc.reason, None
     elif isinstance(exc, exceptions.ValidationError):
         http_status, retry_after = exc.status_code, None

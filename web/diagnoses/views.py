@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from servicekit.errors import InvalidImage
+from servicekit.errors import InvalidImage, is_too_large
 from web.core.users import signed_in_user
 from web.diagnoses import selectors, services
 from web.diagnoses.forms import ACCEPTED_TYPES, HistoryFilterForm, UploadForm
@@ -44,6 +44,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     """Shows the upload form; stores a valid photo, diagnoses it and shows the result."""
     posted = request.method == "POST"
     form = UploadForm(request.POST, request.FILES) if posted else UploadForm()
+    refused_status = 400
     if posted and form.is_valid():
         try:
             diagnosis = services.diagnosis_create(
@@ -53,6 +54,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             )
         except InvalidImage as error:
             form.add_error("image", _sentence(error.message))
+            refused_status = 413 if is_too_large(error.reason) else 400
         else:
             services.diagnosis_run(diagnosis=diagnosis, base_url=_base_url(request))
             return HttpResponseRedirect(
@@ -65,7 +67,7 @@ def upload(request: HttpRequest) -> HttpResponse:
         "accepted_types": ",".join(ACCEPTED_TYPES),
         "recent": selectors.diagnosis_list(user=signed_in_user(request))[:4],
     }
-    status = 400 if posted else 200
+    status = refused_status if posted else 200
     return render(request, "diagnoses/upload.html", context, status=status)
 
 

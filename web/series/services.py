@@ -311,10 +311,11 @@ def _check_series(path: Path, size: int, gateway: GatewayClient | None) -> Study
     header, the selection of the contrast phases) without running the models, so a
     hostile or unusable series is refused before any job exists, with the service's own
     message, which names the offending entry or series. That refusal (INVALID_ARGUMENT)
-    is UploadRefused, 400. Any other failure (the gateway or the service down, busy,
-    slow, not routing the disease) cannot say the series is bad: like a skin photo that
-    the gateway could not diagnose, the upload is kept, so this returns None and the job
-    is queued unchecked; its AnalyzeSeries checks the series again and refuses it then.
+    is UploadRefused, 400, or 413 when it says the series is over a limit. Any other
+    failure (the gateway or the service down, busy, slow, not routing the disease) cannot
+    say the series is bad: like a skin photo that the gateway could not diagnose, the
+    upload is kept, so this returns None and the job is queued unchecked; its
+    AnalyzeSeries checks the series again and refuses it then.
     """
     client = gateway or gateway_client.get_gateway()
     try:
@@ -328,7 +329,8 @@ def _check_series(path: Path, size: int, gateway: GatewayClient | None) -> Study
     except GatewayError as error:
         if error.code == "INVALID_ARGUMENT":
             reason = error.reason or "SERIES_INVALID"
-            raise UploadRefused(error.message, http_status=400, reason=reason) from None
+            status = error.http_status
+            raise UploadRefused(error.message, http_status=status, reason=reason) from None
         logger.warning(
             "series upload not checked (%s): queued for the analysis to check", error.code
         )

@@ -532,7 +532,7 @@ def test_an_inspection_the_service_refuses_keeps_its_message_and_reason(
     assert (caught.value.code, caught.value.reason, caught.value.http_status) == (
         "INVALID_ARGUMENT",
         "SERIES_TOO_LARGE",
-        400,
+        413,  # over a limit: 413, as every "too large" is
     )
     assert caught.value.message == "The series is larger than this service accepts."
 
@@ -552,3 +552,22 @@ EXPECTED_STUDY = gateway_client.StudySummary(
     ordered_by="position",
     selected_by="multiphase",
 )
+
+
+@pytest.mark.parametrize(
+    ("reason", "http_status"),
+    [("IMAGE_TOO_LARGE", 413), ("SERIES_UPLOAD_TOO_LARGE", 413), ("IMAGE_TRUNCATED", 400)],
+)
+def test_a_refusal_over_a_limit_is_413_whichever_service_found_it(
+    reason: str, http_status: int
+) -> None:
+    error = GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT, "too big", reason=reason, request_id="r-1"
+    )
+    assert error.http_status == http_status
+    assert (
+        GatewayError(
+            grpc.StatusCode.UNAVAILABLE, "down", reason=reason, request_id="r-1"
+        ).http_status
+        == 503
+    )
