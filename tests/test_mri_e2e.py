@@ -18,7 +18,12 @@ from medimg.v1 import series_analysis_service_pb2_grpc as pb_grpc
 
 from mri_service.phantom import PhantomSeries, PhantomSpec, generate_series, write_series_zip
 from mri_service.settings import DEFAULT_MODEL_DIR
-from tests.support.processes import ROOT, Process, start, start_gateway, wait_until_serving
+from tests.support.processes import (
+    ROOT,
+    Process,
+    start_gateway,
+    start_mri,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,8 +43,7 @@ def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mri(spool: Path) -> Iterator[Process]:
-    process = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(spool)})
-    wait_until_serving(process, timeout=60)
+    process = start_mri(spool, timeout=60)
     yield process
     assert process.terminate() == 0, process.log()
 

@@ -43,7 +43,7 @@ from tests.support.processes import (
     free_port,
     start,
     start_gateway,
-    wait_until_serving,
+    start_mri,
 )
 
 pytestmark = [
@@ -111,8 +111,7 @@ def mri_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mri(mri_spool: Path) -> Iterator[Process]:
-    process = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(mri_spool)})
-    wait_until_serving(process, timeout=90)
+    process = start_mri(mri_spool, timeout=90)
     yield process
     process.terminate()
 

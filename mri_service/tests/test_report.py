@@ -32,9 +32,8 @@ from mri_service.tests import layouts
 from mri_service.tests.doubles import mean_backends
 from mri_service.tests.layouts import CANARY
 from mri_service.tests.test_servicer import analyse, serving
-from tests.support.processes import ROOT
+from tests.support.install import installed_tool
 
-INSTALL_SCRIPT = ROOT / "scripts" / "install_dicom_tools.sh"
 CARD = load_model_card(DEFAULT_MODEL_DIR)
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -43,11 +42,9 @@ KEY_OBJECT_SELECTION = "1.2.840.10008.5.1.4.1.1.88.59"
 @pytest.fixture(scope="module")
 def dciodvfy() -> str:
     """Returns dciodvfy's path, installing dicom3tools when it is missing."""
-    done = subprocess.run(
-        [str(INSTALL_SCRIPT)], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    return installed_tool(
+        "install_dicom_tools.sh", "dciodvfy validates the DICOM results", timeout_s=600
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

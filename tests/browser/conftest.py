@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tests.support.install import installed_tool
 from tests.support.processes import (
     ROOT,
     Process,
@@ -31,7 +31,6 @@ from tests.support.processes import (
 )
 from tests.tfserving_fake.fixture_model import SHIPPED_MODEL_DIR
 
-INSTALL_SCRIPT = ROOT / "scripts" / "install_chromium.sh"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -97,22 +96,9 @@ class Screenshots:
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """Installs Chromium with the project's script if missing; fails, never skips, if it cannot."""
-    result = subprocess.run(
-        ["bash", str(INSTALL_SCRIPT)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    return installed_tool(
+        "install_chromium.sh", "Chromium is needed by the browser tests", timeout_s=900
     )
-    if result.returncode != 0:
-        pytest.fail(
-            f"Chromium is needed by the browser tests and {INSTALL_SCRIPT.name} could not "
-            f"install it (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
-            pytrace=False,
-        )
-    return result.stdout.strip().splitlines()[-1]
 
 
 def wait_for_healthz(process: Process, base_url: str, timeout: float) -> None:

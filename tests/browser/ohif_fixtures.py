@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import http.client
 import http.server
-import subprocess
 import threading
 import urllib.parse
 import zipfile
@@ -32,10 +31,10 @@ from mri_service.fusion import SliceResult
 from mri_service.ingest import load_study
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 from mri_service.report import build_reports
+from tests.support.install import installed_tool
 from tests.support.orthanc import Orthanc, running_orthanc
 from tests.support.processes import ROOT
 
-INSTALL_SCRIPT = ROOT / "scripts" / "install_ohif.sh"
 APP_CONFIG = ROOT / "docs" / "viewer" / "app-config.js"
 MODEL_DIR = ROOT / "mri_service" / "models" / "mri-demo"
 # Small but real: 4 phases x 8 slices of 128 px (the models' input size). Seed 1 is a study
@@ -234,22 +233,8 @@ def start_front_server(dist: Path, orthanc: Orthanc, app_config: Path = APP_CONF
 @pytest.fixture(scope="session")
 def ohif_dist() -> Path:
     """Installs OHIF's prebuilt app with the project's script; fails, never skips, if it cannot."""
-    result = subprocess.run(
-        ["bash", str(INSTALL_SCRIPT)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"OHIF is needed by the viewer test and {INSTALL_SCRIPT.name} could not install "
-            f"it (exit {result.returncode}):\n{result.stdout}\n{result.stderr}",
-            pytrace=False,
-        )
-    return Path(result.stdout.strip().splitlines()[-1])
+    dist = installed_tool("install_ohif.sh", "OHIF is needed by the viewer test", timeout_s=600)
+    return Path(dist)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from medimg.v1 import series_analysis_service_pb2_grpc as series_grpc
 from mri_service.phantom import PhantomSpec, generate_series, write_series_zip
 from tests.chaos.conftest import FULL, record
 from tests.chaos.load import diagnose_once, run_load
-from tests.support.processes import Process, start, start_gateway, wait_until_serving
+from tests.support.processes import Process, start, start_gateway, start_mri, wait_until_serving
 from tests.test_skin_e2e import MODEL_DIR, photo, start_skin
 from tests.tfserving_fake.fixture_model import shipped_model_present
 
@@ -120,8 +120,7 @@ def test_the_gateway_lost_mid_upload_is_a_retryable_error_and_nothing_is_kept(
     """A series upload cut by the gateway's death: UNAVAILABLE, an empty spool, a resend works."""
     spool = tmp_path / "spool"
     spool.mkdir()
-    mri = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(spool)})
-    wait_until_serving(mri, timeout=60)
+    mri = start_mri(spool, timeout=60)
     data = write_series_zip(
         generate_series(PhantomSpec(slices=16, size=128, seed=3)), tmp_path / "case.zip"
     ).read_bytes()

@@ -111,6 +111,13 @@ def start_trainer(*, port: int, data_dir: Path, gateway_address: str) -> Process
     )
 
 
+def start_mri(spool: Path, *, timeout: float) -> Process:
+    """Starts mri_service with its shipped models, spooling into spool; waits until SERVING."""
+    mri = start("mri", "mri_service", "MRI_", env={"MRI_SPOOL_DIR": str(spool)})
+    wait_until_serving(mri, timeout=timeout)
+    return mri
+
+
 def start_gateway(routes: str, state_dir: Path, **env: str) -> Process:
     """Starts the gateway with GATEWAY_ROUTES=routes and its state in state_dir; waits for it."""
     gateway = start(
