@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -847,3 +850,32 @@ def test_the_network_model_sees_a_missing_or_narrowed_policy(rendered: dict[str,
     # With no policy selecting a pod, it is open to every pod of the namespace.
     no_policies = [obj for obj in objects if obj["kind"] != "NetworkPolicy"]
     assert ingress_allowed(no_policies, trainer_labels, gateway, "grpc")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_web_config_is_documented_and_the_web_tier_accepts_it(
+    rendered: dict[str, Objects], overlay: str, tmp_path: Path
+) -> None:
+    config = _config(rendered[overlay], "web-config")
+    readme = (K8S_DIR.parent / "web" / "README.md").read_text()
+    assert [key for key in config if f"`{key}`" not in readme] == []
+    # The values must parse: Django's system checks on the settings this ConfigMap gives,
+    # with the Secrets' names filled in as the pods get them.
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("WEB_")},
+        **config,
+        "DJANGO_SETTINGS_MODULE": "web.config.settings",
+        "SECRET_KEY": "k8s-config-check-" + "x" * 40,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "WEB_MEDIA_ROOT": str(tmp_path / "media"),
+        "WEB_STATIC_ROOT": str(tmp_path / "static"),
+    }
+    checked = subprocess.run(
+        [sys.executable, str(K8S_DIR.parent / "web" / "manage.py"), "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr[-3000:]
