@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from mri_service.analysis import SeriesAnalyzer
 from mri_service.backends import build_backends, read_card
 from mri_service.servicer import MriSeriesServicer, binding
 from mri_service.settings import Settings
@@ -23,7 +24,7 @@ def main() -> int:
         return 2
     configure_logging(settings.server)
     try:
-        servicer = MriSeriesServicer(
+        analyzer = SeriesAnalyzer(
             build_backends(settings),
             read_card(settings.model_dir),
             spool_dir=settings.spool_dir,
@@ -33,7 +34,9 @@ def main() -> int:
             max_concurrent=settings.max_concurrent_series,
             max_queued=settings.max_queued_series,
         )
-        asyncio.run(serve(settings.server, [binding(servicer)], lifecycle=servicer))
+        asyncio.run(
+            serve(settings.server, [binding(MriSeriesServicer(analyzer))], lifecycle=analyzer)
+        )
     except (MedimgError, OSError) as exc:
         # Models that cannot load or a port that is taken: one line, no traceback.
         print(f"mri: cannot start: {exc}", file=sys.stderr)

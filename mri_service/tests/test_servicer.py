@@ -24,6 +24,7 @@ from PIL import Image
 
 from gateway.upstream import FirstStatus
 from mri_service import domain, fusion
+from mri_service.analysis import SeriesAnalyzer
 from mri_service.backends.embedded import EmbeddedBackend
 from mri_service.ingest import load_series
 from mri_service.ingest.limits import IngestLimits
@@ -68,7 +69,7 @@ async def serving(
     model_card: ModelCard | None = None,
     **options: int,
 ) -> AsyncIterator[pb_grpc.SeriesAnalysisServiceAsyncStub]:
-    servicer = MriSeriesServicer(
+    analyzer = SeriesAnalyzer(
         backends,
         model_card or card(),
         spool_dir=spool,
@@ -78,7 +79,7 @@ async def serving(
         max_queued=options.get("max_queued", 8),
     )
     settings = ServerSettings.from_env("MRI_", default_port=0, env={})
-    server = Server(settings, [binding(servicer)], lifecycle=servicer)
+    server = Server(settings, [binding(MriSeriesServicer(analyzer))], lifecycle=analyzer)
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -375,7 +376,7 @@ async def test_real_torch_models_analyse_the_series(
 async def test_series_in_progress_are_counted_for_the_autoscaler(
     series_zip: Path, spool: Path
 ) -> None:
-    from mri_service.servicer import SERIES_IN_PROGRESS
+    from mri_service.analysis import SERIES_IN_PROGRESS
 
     backends = doubles()
     async with serving(backends, spool) as stub:

@@ -19,6 +19,7 @@ from pathlib import Path
 from gateway.router import Router
 from gateway.servicer import build_bindings
 from gateway.settings import GatewaySettings
+from mri_service.analysis import SeriesAnalyzer
 from mri_service.ingest.limits import IngestLimits
 from mri_service.model_card import ModelCard
 from mri_service.servicer import MriSeriesServicer, binding
@@ -64,7 +65,7 @@ class SeriesStack:
     async def _start(self) -> str:
         spool = self._folder / "spool"
         spool.mkdir()
-        servicer = MriSeriesServicer(
+        analyzer = SeriesAnalyzer(
             mean_backends(INPUT_SIZE),
             model_card(),
             spool_dir=spool,
@@ -73,8 +74,8 @@ class SeriesStack:
         )
         mri = Server(
             ServerSettings.from_env("MRI_", default_port=0, env={}),
-            [binding(servicer)],
-            lifecycle=servicer,
+            [binding(MriSeriesServicer(analyzer))],
+            lifecycle=analyzer,
         )
         mri_port = await mri.start()
         self._servers.append(mri)
