@@ -1,7 +1,7 @@
 """Studies as TCIA, CD and PACS exports and GE/Siemens multiphase series hold them: same findings.
 
 Each layout is the phantom's BreastWise study re-tagged and re-packaged the way that
-system writes it (`layouts.py`). The shipped demo models read every one, and each must
+system writes it (`layouts/`). The shipped demo models read every one, and each must
 give exactly the planes, and so the flagged slices, of the BreastWise layout of the same
 images. Then one test per refusal rule, each on a study with one thing wrong.
 """
