@@ -1,6 +1,6 @@
 """Static checks of the container images: docker/*.Dockerfile, .dockerignore, build_images.sh.
 
-No engine is needed: tests/support/dockerfile.py parses the Dockerfiles, and each of its rules
+No engine is needed: tests/support/dockerfile/ parses the Dockerfiles, and each of its rules
 (a function returning violations) runs here on the real files and on a deliberately broken
 text, which proves that it can fail. The expected values are the conventions of issue 7.
 A plug-in disease service's Dockerfile (docker/<name>.Dockerfile beside a
