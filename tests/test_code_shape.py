@@ -25,7 +25,6 @@ KNOWN_LONG: dict[str, int] = {
     "tests/k8s/test_manifests.py": 881,
     "tests/test_dockerfiles.py": 819,
     "web/series/services.py": 887,
-    "web/tests/test_gateway_client.py": 573,
     "medimg_cli/tests/test_scaffold.py": 513,
     "web/tests/test_fetch.py": 510,
     "web/tests/test_api_diagnoses.py": 501,
