@@ -26,7 +26,6 @@ KNOWN_LONG: dict[str, int] = {
     "tests/test_dockerfiles.py": 819,
     "web/series/services.py": 887,
     "medimg_cli/tests/test_scaffold.py": 513,
-    "web/tests/test_fetch.py": 510,
     "web/tests/test_api_diagnoses.py": 501,
 }
 KNOWN_LONG_SERVICERS: dict[str, int] = {

@@ -23,6 +23,7 @@ from web.accounts.models import User
 from web.core.context_processors import DEMO_MODEL_WARNING
 from web.diagnoses.models import Diagnosis
 from web.tests.fake_gateway import FakeGateway, abort, serve
+from web.tests.fetch_support import LocalServer, send, start_server
 from web.tests.test_diagnoses_services import (
     BAD_UPLOADS,
     closed_port,
@@ -31,7 +32,6 @@ from web.tests.test_diagnoses_services import (
     png,
     stored_files,
 )
-from web.tests.test_fetch import LocalServer, send, start_server
 
 API = "/api/v1"
 
