@@ -8,6 +8,7 @@ from medimg.v1 import (
     model_info_pb2,
     model_registry_pb2,
     series_analysis_service_pb2,
+    trainer_service_pb2,
 )
 
 from gateway.registry import Route, RouteError, RouteKind, make_route
@@ -57,6 +58,32 @@ def series_upload_disease(first_message: bytes, method: str = "AnalyzeSeries") -
     if message.WhichOneof("part") != "metadata":
         raise InvalidArgument(f"the first message of {method} must carry the upload metadata")
     return message.metadata.disease
+
+
+def publish_disease(request: bytes) -> str:
+    """Returns the disease of a serialized PublishRequest."""
+    try:
+        return trainer_service_pb2.PublishRequest.FromString(request).disease
+    except DecodeError:
+        raise InvalidArgument("the request is not a valid PublishRequest") from None
+
+
+def published_models_request(page_token: str, page_size: int) -> bytes:
+    """Returns a serialized ListPublishedModelsRequest for one page."""
+    request = trainer_service_pb2.ListPublishedModelsRequest(
+        page_size=page_size, page_token=page_token
+    )
+    return request.SerializeToString()
+
+
+def published_models_page(response: bytes) -> tuple[list[str], str]:
+    """Returns the diseases of a serialized ListPublishedModelsResponse and its next token.
+
+    Raises:
+        DecodeError: the bytes are not a ListPublishedModelsResponse.
+    """
+    page = trainer_service_pb2.ListPublishedModelsResponse.FromString(response)
+    return [model.disease for model in page.published_models], page.next_page_token
 
 
 def model_info_request(route: Route) -> bytes:

@@ -12,9 +12,15 @@ class RouteNotRemovable(FailedPrecondition):
 
 
 class RouteConfigured(FailedPrecondition):
-    """RegisterModel was asked to replace a route that the configuration sets."""
+    """RegisterModel or Publish was asked to replace a route that the configuration sets."""
 
     reason = "ROUTE_CONFIGURED"
+
+
+class RouteLearned(FailedPrecondition):
+    """UnregisterModel was asked to remove a route the gateway learned from the trainer."""
+
+    reason = "ROUTE_PUBLISHED"
 
 
 class TrainerNotConfigured(Unavailable):

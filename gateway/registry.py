@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.errors import RouteNotRemovable
+from gateway.errors import RouteLearned, RouteNotRemovable
 from servicekit.diseases import DISEASE_RULE, is_disease_name
 from servicekit.errors import UnknownDisease
 
@@ -220,20 +220,29 @@ class StateStore:
 
 
 class RouteTable:
-    """The routes in force: configured ones (file, then env) overridden by runtime ones.
+    """The routes in force, in three layers, later ones winning disease by disease.
 
-    Runtime routes win, which matters only for a route saved before the configuration
-    gained the same disease (the Router refuses new registrations over configured
-    routes); removing the runtime route brings the configured one back. Configured
-    routes cannot be removed at run time (FAILED_PRECONDITION): their source is the
-    deployment's config. At most one route is of the trainer kind.
+    1. Learned: the trainer's published models, as image routes to the trainer, from
+       its ListPublishedModels (gateway/published.py). Never saved: the trainer is their
+       source of truth, and every gateway replica asks it for itself.
+    2. Configured: the file, then the environment.
+    3. Runtime: added by RegisterModel (an operator's tool) and saved in the state file.
+
+    A learned route never replaces a configured one (`learn` leaves those out and the
+    layers' order would anyway). Runtime routes win over configured ones, which matters
+    only for a route saved before the configuration gained the same disease (the Router
+    refuses new registrations over configured routes); removing the runtime route
+    brings the configured one back. Configured routes cannot be removed at run time
+    (FAILED_PRECONDITION): their source is the deployment's config; learned ones go when
+    the trainer stops listing them. At most one route is of the trainer kind.
     """
 
     def __init__(self, configured: Mapping[str, Route], store: StateStore) -> None:
         self._configured = dict(configured)
         self._store = store
+        self._learned: dict[str, Route] = {}
         self._runtime = store.load()
-        self._effective = {**self._configured, **self._runtime}
+        self._effective = self._layered(self._learned, self._runtime)
         check_one_trainer(self._effective.values())
 
     def get(self, disease: str) -> Route | None:
@@ -260,9 +269,28 @@ class RouteTable:
         """Returns True when the disease's route was added at run time."""
         return disease in self._runtime
 
+    def runtime_route(self, disease: str) -> Route | None:
+        """Returns the route RegisterModel added for the disease, None when there is none."""
+        return self._runtime.get(disease)
+
     def is_configured(self, disease: str) -> bool:
         """Returns True when the file or the environment routes the disease."""
         return disease in self._configured
+
+    def is_learned(self, disease: str) -> bool:
+        """Returns True when the disease is one of the trainer's published models."""
+        return disease in self._learned
+
+    def learned(self) -> dict[str, Route]:
+        """Returns the routes learned from the trainer, keyed by disease."""
+        return dict(self._learned)
+
+    def learn(self, routes: Mapping[str, Route]) -> None:
+        """Replaces the learned routes, leaving out configured diseases; nothing is saved."""
+        learned = {d: r for d, r in routes.items() if d not in self._configured}
+        # One assignment each, so a reader on the event loop never sees a half-made table.
+        self._learned = learned
+        self._effective = self._layered(learned, self._runtime)
 
     def register(self, route: Route) -> None:
         """Adds or replaces a runtime route, saved before it takes effect."""
@@ -271,12 +299,17 @@ class RouteTable:
         self._apply(runtime)
 
     def unregister(self, disease: str) -> None:
-        """Removes a runtime route; raises UnknownDisease or RouteNotRemovable."""
+        """Removes a runtime route; raises UnknownDisease, RouteNotRemovable or RouteLearned."""
         if disease not in self._runtime:
             if disease in self._configured:
                 raise RouteNotRemovable(
                     f"the route of {disease!r} comes from the gateway's configuration "
                     "(GATEWAY_REGISTRY_FILE or GATEWAY_ROUTES); change it there"
+                )
+            if disease in self._learned:
+                raise RouteLearned(
+                    f"{disease!r} is a model the trainer publishes; the gateway routes it "
+                    "for as long as the trainer lists it"
                 )
             raise UnknownDisease(
                 f"no route was registered for {disease!r}; runtime routes: "
@@ -289,4 +322,9 @@ class RouteTable:
     def _apply(self, runtime: dict[str, Route]) -> None:
         # One assignment each, so a reader on the event loop never sees a half-made table.
         self._runtime = runtime
-        self._effective = {**self._configured, **runtime}
+        self._effective = self._layered(self._learned, runtime)
+
+    def _layered(self, learned: Mapping[str, Route], runtime: Mapping[str, Route]) -> (
+        dict[str, Route]
+    ):  # fmt: skip
+        return {**learned, **self._configured, **runtime}

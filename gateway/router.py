@@ -1,4 +1,4 @@
-"""The gateway's core: which route serves a call, runtime (un)registration, admin check."""
+"""The gateway's core: which route serves a call, runtime (un)registration, publications, admin."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from gateway.errors import (
     TrainerNotConfigured,
     WrongModelKind,
 )
+from gateway.published import TrainerPublications
 from gateway.registry import (
     Route,
     RouteError,
@@ -53,9 +54,10 @@ def check_admin(expected_token: str | None, authorization: str | None) -> None:
 
 
 class Router:
-    """Holds the routes, the upstream channels and the model catalog of one gateway.
+    """Holds the routes, the upstream channels, the model catalog and the trainer's models.
 
-    It is also the server's lifecycle: `stop` closes the upstream channels.
+    It is also the server's lifecycle: `start` reads the trainer's published models and
+    starts polling them, `stop` stops that and closes the upstream channels.
     """
 
     def __init__(
@@ -80,25 +82,37 @@ class Router:
         self.catalog = ModelCatalog(
             self.upstream, ttl_s=settings.model_info_ttl_s, timeout_s=settings.model_info_timeout_s
         )
+        self.publications = TrainerPublications(
+            self.table,
+            self.upstream,
+            period_s=settings.trainer_poll_s,
+            timeout_s=settings.model_info_timeout_s,
+        )
         self._changes = asyncio.Lock()
 
     async def start(self) -> None:
-        """Logs the routes in force; channels open on first use, so nothing waits here."""
+        """Reads the trainer's published models (bounded by a timeout) and logs the routes."""
+        await self.publications.start()
         for route in self.table.routes():
-            origin = "runtime" if self.table.is_runtime(route.disease) else "configured"
             logger.info(
                 "route %s (%s, %s) -> %s",
                 route.disease,
                 route.kind.value,
-                origin,
+                self._origin(route.disease),
                 ", ".join(route.addresses),
             )
         if not self.table.routes():
             logger.warning("no routes: set GATEWAY_ROUTES or GATEWAY_REGISTRY_FILE")
 
     async def stop(self) -> None:
-        """Closes the upstream channels."""
+        """Stops polling the trainer and closes the upstream channels."""
+        await self.publications.stop()
         await self.pool.close()
+
+    def _origin(self, disease: str) -> str:
+        if self.table.is_runtime(disease):
+            return "runtime"
+        return "configured" if self.table.is_configured(disease) else "published by the trainer"
 
     def route(self, disease: str, kind: RouteKind) -> Route:
         """Returns the route serving disease with the contract of kind.
@@ -153,8 +167,31 @@ class Router:
             "registered %s (%s) -> %s", route.disease, route.kind.value, ", ".join(route.addresses)
         )
 
+    def check_publishable(self, disease: str) -> None:
+        """Refuses, before the trainer is asked, a disease that another route serves.
+
+        Raises:
+            RouteConfigured: the configuration routes the disease (a trainer publication
+                never replaces a configured route), or RegisterModel routed it to
+                another service than the trainer (the runtime route would win, so the
+                published model would never answer).
+        """
+        if self.table.is_configured(disease):
+            raise RouteConfigured(
+                f"disease {disease!r} is routed by the gateway's configuration "
+                "(GATEWAY_REGISTRY_FILE or GATEWAY_ROUTES), so the trainer cannot publish "
+                "under it; choose another disease name"
+            )
+        runtime = self.table.runtime_route(disease)
+        trainer = self.table.trainer()
+        if runtime is not None and (trainer is None or runtime.addresses != trainer.addresses):
+            raise RouteConfigured(
+                f"disease {disease!r} is routed to another service by RegisterModel, so the "
+                "trainer cannot publish under it; choose another disease name"
+            )
+
     async def unregister(self, disease: str) -> None:
-        """Removes a runtime route; raises UnknownDisease or RouteNotRemovable."""
+        """Removes a runtime route; raises UnknownDisease, RouteNotRemovable or RouteLearned."""
         await self._change(lambda: self.table.unregister(disease))
         logger.info("unregistered %s", disease)
 

@@ -184,6 +184,7 @@ TRAINER_UNARY: dict[str, bool] = {
     "GetTrainingJob": True,
     "CancelTrainingJob": False,
     "Publish": False,
+    "ListPublishedModels": True,
 }
 TRAINER_SERVER_STREAMING = ("Train", "WatchTrainingJob")
 
@@ -230,6 +231,19 @@ class TrainerProxy:
             )
         except grpc.aio.AioRpcError as error:
             await pass_through(error, context, TRAINER_UNREACHABLE)
+
+    async def Publish(self, request: bytes, context: Context) -> bytes:
+        """Refuses a disease another route serves, forwards, then learns the trainer's models.
+
+        The refresh after the trainer's answer makes this replica route the model at
+        once; the other replicas learn it at their next poll. A refresh that fails is
+        logged by the poller and does not undo the publication, which the next poll
+        picks up.
+        """
+        self._router.check_publishable(convert.publish_disease(request))
+        response = await self.unary("Publish", request, context)
+        await self._router.publications.refresh()
+        return response
 
     async def server_streaming(
         self, name: str, request: bytes, context: Context
@@ -288,6 +302,7 @@ class TrainerProxy:
             name: grpc.unary_unary_rpc_method_handler(functools.partial(self.unary, name))
             for name in TRAINER_UNARY
         }
+        handlers["Publish"] = grpc.unary_unary_rpc_method_handler(self.Publish)
         for name in TRAINER_SERVER_STREAMING:
             handlers[name] = grpc.unary_stream_rpc_method_handler(
                 functools.partial(self.server_streaming, name)

@@ -53,6 +53,8 @@ class GatewaySettings:
     retry: RetryPolicy
     model_info_ttl_s: float
     model_info_timeout_s: float
+    # Seconds between two readings of the trainer's published models (ListPublishedModels).
+    trainer_poll_s: float
     upstream_tls: UpstreamTls | None
     admin_token: str | None = field(default=None, repr=False)
 
@@ -81,6 +83,9 @@ class GatewaySettings:
             ),
             model_info_timeout_s=env_float(
                 env, f"{PREFIX}MODEL_INFO_TIMEOUT_SECONDS", 2.0, minimum=0.05, maximum=60.0
+            ),
+            trainer_poll_s=env_float(
+                env, f"{PREFIX}TRAINER_POLL_SECONDS", 5.0, minimum=0.1, maximum=3600.0
             ),
             upstream_tls=_upstream_tls(env),
             admin_token=env_secret(env, f"{PREFIX}ADMIN_TOKEN"),

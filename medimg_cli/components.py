@@ -107,20 +107,6 @@ def web_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     return Launch(argv=(sys.executable, "-m", component.module), env=env)
 
 
-def trainer_launch(component: Component, ports: Mapping[str, int]) -> Launch:
-    """Starts the trainer, told where the gateway is and how the gateway reaches it.
-
-    Publishing a model registers it with the gateway (TRAINER_GATEWAY_ADDR) under the
-    trainer's own address (TRAINER_ADVERTISE_ADDR), which the gateway then routes to.
-    """
-    env = {}
-    if "gateway" in ports:
-        env[f"{component.env_prefix}GATEWAY_ADDR"] = f"{LOOPBACK}:{ports['gateway']}"
-    if ports.get(component.name):
-        env[f"{component.env_prefix}ADVERTISE_ADDR"] = f"{LOOPBACK}:{ports[component.name]}"
-    return Launch(argv=(sys.executable, "-m", component.module), env=env)
-
-
 def dicom_launch(component: Component, ports: Mapping[str, int]) -> Launch:
     """Starts the DICOM receiver, a gateway client: told where the gateway is and where to spool.
 
@@ -155,8 +141,9 @@ def plugin_launch(component: Component, ports: Mapping[str, int]) -> Launch:
 GATEWAY = Component("gateway", "gateway", "GATEWAY_", 50051, None, python_module_launch)
 SKIN = Component("skin", "skin_service", "SKIN_", 50061, ServiceKind.IMAGE, python_module_launch)
 MRI = Component("mri", "mri_service", "MRI_", 50062, ServiceKind.SERIES, python_module_launch)
+# The trainer is told nothing of the gateway: the gateway asks it for its published models.
 TRAINER = Component(
-    "trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER, trainer_launch
+    "trainer", "trainer_service", "TRAINER_", 50063, ServiceKind.TRAINER, python_module_launch
 )
 # The DICOM receiver is a gateway client like the web tier: no kind, started after the gateway.
 DICOM = Component("dicom", "dicom_receiver", "DICOM_", 11112, None, dicom_launch)

@@ -1,7 +1,8 @@
-"""The trainer and the gateway as real processes: teach, train, publish, diagnose, restart."""
+"""The trainer and two gateway replicas as real processes: teach, train, publish, restart."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ from trainer_service.demo_images import DEMO_LABELS, demo_images
 pytestmark = pytest.mark.slow
 
 pb = trainer_service_pb2
+# The gateways' GATEWAY_TRAINER_POLL_SECONDS: short, so a replica learns within the test.
+POLL_S = 0.5
+# Time a loaded two-core machine may add to one poll period (a poll, a scheduling delay).
+POLL_SLACK_S = 1.5
 EXAMPLES_PER_LABEL = 12
 EPOCHS = 3
 SUCCEEDED = pb.TRAINING_JOB_STATE_SUCCEEDED
@@ -40,53 +45,79 @@ PROBES = [demo_images(index, 1, seed=99)[0] for index in range(len(DEMO_LABELS))
 
 @dataclass
 class Stack:
-    """The toy service (standing in for skin), the trainer and the gateway, on fixed ports."""
+    """The toy service (standing in for skin), the trainer and two gateway replicas.
+
+    Both replicas route to the one trainer and learn its published models by polling it
+    every POLL_S; nothing tells the trainer where they are. Ports are fixed so that a
+    restarted process comes back at the same address.
+    """
 
     root: Path
     toy: Process
     trainer_port: int = field(default_factory=free_port)
-    gateway_port: int = field(default_factory=free_port)
+    gateway_ports: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     trainer: Process | None = None
-    gateway: Process | None = None
+    gateways: list[Process] = field(default_factory=list)
     project: str = ""
     job: str = ""
-
-    @property
-    def gateway_address(self) -> str:
-        return f"127.0.0.1:{self.gateway_port}"
+    # Each gateway start gets a new, empty state directory: nothing it learns is saved.
+    starts: int = 0
 
     @property
     def trainer_address(self) -> str:
         return f"127.0.0.1:{self.trainer_port}"
 
     def start(self) -> None:
-        # Each side is told the other's address, so both ports are chosen in advance.
-        self.trainer = start_trainer(
-            port=self.trainer_port,
-            data_dir=self.root / "trainer",
-            gateway_address=self.gateway_address,
-        )
+        self.start_trainer()
+        self.gateways = [self.start_gateway(replica) for replica in (0, 1)]
+
+    def start_trainer(self) -> None:
+        self.trainer = start_trainer(port=self.trainer_port, data_dir=self.root / "trainer")
         wait_until_serving(self.trainer, timeout=90)
-        self.gateway = start(
+
+    def start_gateway(self, replica: int) -> Process:
+        self.starts += 1
+        gateway = start(
             "gateway",
             "gateway",
             "GATEWAY_",
-            port=self.gateway_port,
+            port=self.gateway_ports[replica],
             env={
                 "GATEWAY_ROUTES": f"skin=image@{self.toy.address};"
                 f"trainer=trainer@{self.trainer_address}",
-                "GATEWAY_STATE_DIR": str(self.root / "gateway"),
+                "GATEWAY_STATE_DIR": str(self.state_dir(self.starts)),
+                "GATEWAY_TRAINER_POLL_SECONDS": str(POLL_S),
+                # Asked anew every time: ListModels then shows availability as it is now.
+                "GATEWAY_MODEL_INFO_TTL_SECONDS": "0",
             },
         )
-        wait_until_serving(self.gateway, timeout=90)
+        wait_until_serving(gateway, timeout=90)
+        return gateway
+
+    def state_dir(self, start_number: int) -> Path:
+        return self.root / f"gateway-{start_number}"
+
+    def restart_gateway(self, replica: int) -> None:
+        assert self.gateways[replica].terminate() == 0, self.gateways[replica].log()
+        self.gateways[replica] = self.start_gateway(replica)
 
     def stop(self) -> None:
-        for process in (self.gateway, self.trainer):
+        for process in (*self.gateways, self.trainer):
             if process is not None:
                 assert process.terminate() == 0, process.log()
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.gateway_address)
+    def channel(self, replica: int = 0) -> grpc.Channel:
+        return grpc.insecure_channel(f"127.0.0.1:{self.gateway_ports[replica]}")
+
+
+@dataclass(frozen=True)
+class Published:
+    """ "shapes" as published through replica A, with what each replica answered then."""
+
+    model: model_info_pb2.ModelInfo
+    answers: list[diagnosis_service_pb2.DiagnoseResponse]
+    # Seconds from the end of Publish until replica B routed the model.
+    replica_b_after_s: float
 
 
 def upload_requests(project: str) -> Iterator[pb.UploadExamplesRequest]:
@@ -174,22 +205,62 @@ def test_every_kind_of_trainer_call_works_through_the_gateway(stack: Stack) -> N
     assert ids == sorted(ids) and ids[-1] == len(PROBES)
 
 
-def test_a_published_model_is_diagnosed_through_the_gateway_also_after_both_restart(
-    stack: Stack,
-) -> None:
-    with stack.channel() as channel:
-        trainer = trainer_service_pb2_grpc.TrainerServiceStub(channel)
-        published = trainer.Publish(
+def diagnose_until_routed(
+    channel: grpc.Channel, disease: str, image: bytes, timeout: float
+) -> diagnosis_service_pb2.DiagnoseResponse:
+    """Diagnoses until the gateway routes disease; fails on any other error or at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return diagnose(channel, disease, image)
+        except grpc.RpcError as error:
+            code = error.code()
+            assert code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE), error
+            assert time.monotonic() < deadline, f"{disease} not routed after {timeout}s: {error}"
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def published(stack: Stack) -> Published:
+    """Publishes the project as "shapes" through replica A and times replica B learning it."""
+    with stack.channel(0) as a, stack.channel(1) as b:
+        trainer = trainer_service_pb2_grpc.TrainerServiceStub(a)
+        model = trainer.Publish(
             pb.PublishRequest(project=stack.project, disease="shapes"), timeout=60
         ).model
-        before = [diagnose(channel, "shapes", probe) for probe in PROBES]
+        done = time.monotonic()
+        # No retry on A: the replica that handled the Publish routes the model at once.
+        answers = [diagnose(a, "shapes", probe) for probe in PROBES]
+        diagnose_until_routed(b, "shapes", PROBES[0], timeout=10)
+        replica_b_after_s = time.monotonic() - done
+    print(f"replica B routed the published model {replica_b_after_s:.2f}s after Publish")
+    return Published(model, answers, replica_b_after_s)
+
+
+def assert_same_answers(
+    old: list[diagnosis_service_pb2.DiagnoseResponse],
+    new: list[diagnosis_service_pb2.DiagnoseResponse],
+) -> None:
+    for before, after in zip(old, new, strict=True):
+        assert after.model_name == "trainer-shapes"
+        assert after.top_label == before.top_label
+        assert [s.label for s in after.scores] == [s.label for s in before.scores]
+        for old_score, new_score in zip(before.scores, after.scores, strict=True):
+            assert new_score.score == pytest.approx(old_score.score, abs=1e-4)
+
+
+def test_a_model_published_through_a_gateway_is_diagnosed_through_it_at_once(
+    stack: Stack, published: Published
+) -> None:
+    with stack.channel() as channel:
         info = diagnosis_service_pb2_grpc.DiagnosisServiceStub(channel).GetModelInfo(
             diagnosis_service_pb2.GetModelInfoRequest(disease="shapes"), timeout=30
         )
         models = list_models(channel)
-    assert published.disease == "shapes" and published.model_name == "trainer-shapes"
-    assert list(published.labels) == list(DEMO_LABELS)
-    for answer in before:
+    assert published.model.disease == "shapes"
+    assert published.model.model_name == "trainer-shapes"
+    assert list(published.model.labels) == list(DEMO_LABELS)
+    for answer in published.answers:
         assert answer.model_name == "trainer-shapes"
         assert sorted(score.label for score in answer.scores) == sorted(DEMO_LABELS)
         assert answer.top_label in DEMO_LABELS
@@ -200,19 +271,60 @@ def test_a_published_model_is_diagnosed_through_the_gateway_also_after_both_rest
     assert models["shapes"].kind == model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER
     assert list(models["shapes"].model.labels) == list(DEMO_LABELS)
 
-    stack.stop()
-    stack.start()
 
-    with stack.channel() as channel:
-        after = [diagnose(channel, "shapes", probe) for probe in PROBES]
+def test_another_gateway_replica_routes_it_within_one_poll_period(
+    stack: Stack, published: Published
+) -> None:
+    assert published.replica_b_after_s <= POLL_S + POLL_SLACK_S
+    with stack.channel(1) as channel:
+        answers = [diagnose(channel, "shapes", probe) for probe in PROBES]
+    assert_same_answers(published.answers, answers)
+    # What a gateway learns from the trainer is not saved: the trainer is its source.
+    for start_number in range(1, stack.starts + 1):
+        assert not (stack.state_dir(start_number) / "routes.json").exists()
+
+
+def test_a_restarted_gateway_learns_the_models_from_the_trainer_without_a_state_file(
+    stack: Stack, published: Published
+) -> None:
+    stack.restart_gateway(0)
+    fresh = stack.state_dir(stack.starts)
+    assert not (fresh / "routes.json").exists()
+    with stack.channel(0) as channel:
+        # Its first reading of the trainer happens before it reports SERVING: no wait.
+        answers = [diagnose(channel, "shapes", probe) for probe in PROBES]
+    assert_same_answers(published.answers, answers)
+
+
+def test_while_the_trainer_restarts_the_routes_stay_and_answer_again_after(
+    stack: Stack, published: Published
+) -> None:
+    assert stack.trainer is not None
+    assert stack.trainer.terminate() == 0, stack.trainer.log()
+    time.sleep(4 * POLL_S)  # several polls fail meanwhile
+    with stack.channel(0) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            diagnose(channel, "shapes", PROBES[0])
         models = list_models(channel)
-    assert models["shapes"].available
-    for old, new in zip(before, after, strict=True):
-        assert new.model_name == "trainer-shapes"
-        assert new.top_label == old.top_label
-        assert [s.label for s in new.scores] == [s.label for s in old.scores]
-        for old_score, new_score in zip(old.scores, new.scores, strict=True):
-            assert new_score.score == pytest.approx(old_score.score, abs=1e-4)
+    error: grpc.Call = caught.value  # type: ignore[assignment]
+    # Still routed (not NOT_FOUND): the call fails as any call to an unreachable service.
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert "shapes" in (error.details() or "")
+    assert "shapes" in models and not models["shapes"].available
+    # Logged once when the trainer went away, not once per period.
+    for gateway in stack.gateways:
+        assert gateway.log().count("cannot read the trainer's published models") == 1
+
+    stack.start_trainer()
+    for replica in (0, 1):
+        with stack.channel(replica) as channel:
+            diagnose_until_routed(channel, "shapes", PROBES[0], timeout=10)
+            answers = [diagnose(channel, "shapes", probe) for probe in PROBES]
+        assert_same_answers(published.answers, answers)
+    deadline = time.monotonic() + 10
+    while any("can be read again" not in g.log() for g in stack.gateways):
+        assert time.monotonic() < deadline, [g.log() for g in stack.gateways]
+        time.sleep(0.1)
 
 
 def test_publishing_under_a_configured_disease_is_refused_and_the_route_survives(
@@ -233,7 +345,8 @@ def test_publishing_under_a_configured_disease_is_refused_and_the_route_survives
     ):
         diagnose(direct, "skin", PROBES[0])
     error: grpc.Call = caught.value  # type: ignore[assignment]
-    assert error.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS)
+    # Refused by the gateway before the trainer was asked.
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "skin" in (error.details() or "")
     assert skin.model_name == toy_answer.model_name != "trainer-skin"
     assert models["skin"].model.model_name == toy_answer.model_name

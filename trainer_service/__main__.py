@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from servicekit.errors import MedimgError
@@ -11,7 +12,7 @@ from servicekit.server import serve
 from servicekit.settings import SettingsError
 from trainer_service.service import Trainer
 from trainer_service.servicer import bindings
-from trainer_service.settings import Settings
+from trainer_service.settings import Settings, retired_variables
 
 
 def main() -> int:
@@ -22,6 +23,10 @@ def main() -> int:
         print(f"trainer: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.server)
+    for name in retired_variables():
+        logging.getLogger("trainer_service").warning(
+            "%s is ignored: the trainer calls no gateway; gateways ask it for its models", name
+        )
     try:
         trainer = Trainer(settings)
         asyncio.run(serve(settings.server, bindings(trainer), lifecycle=trainer))

@@ -10,7 +10,7 @@ from servicekit import classification
 from servicekit.backend import ModelInfo
 from servicekit.classification import Ranked
 from trainer_service.jobs import JobSnapshot, JobState
-from trainer_service.names import job_name
+from trainer_service.names import job_name, project_name
 from trainer_service.publish import PublishedModel
 from trainer_service.service import ProjectView
 from trainer_service.train import EpochMetrics
@@ -123,4 +123,16 @@ def to_diagnose_response(
     """Returns the Diagnose answer of a published model for one image."""
     return classification.to_diagnose_response(
         ranked, published_info(published), disease=published.publication.disease
+    )
+
+
+def to_published_model(published: PublishedModel) -> pb.PublishedModel:
+    """Returns the ListPublishedModels entry of a published model."""
+    publication = published.publication
+    return pb.PublishedModel(
+        disease=publication.disease,
+        project=project_name(publication.project_id),
+        training_job=job_name(publication.project_id, publication.job_id),
+        publish_time=_timestamp(publication.published),
+        model=to_model_info(published),
     )

@@ -1,28 +1,20 @@
-"""Publishing: copy a project's model to the published store, then register it at the gateway."""
+"""Publishing: copy a project's model to the published store and serve it from there."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
-from medimg.v1 import model_info_pb2, model_registry_pb2, model_registry_pb2_grpc
-
-from servicekit.errors import AlreadyExists, FailedPrecondition, Unavailable, UnknownDisease
-from servicekit.request_context import outgoing_metadata
+from servicekit.errors import AlreadyExists, UnknownDisease
 from trainer_service.model import SavedModel, load_model, write_json_atomic
 from trainer_service.store import Store
-
-logger = logging.getLogger(__name__)
 
 PUBLICATION_FILE = "publication.json"
 
@@ -89,40 +81,29 @@ class PublishedModels:
         with self._lock:
             return sorted(self._models)
 
-
-@dataclass(frozen=True)
-class GatewayTarget:
-    """Where and how the trainer registers its published models."""
-
-    address: str
-    advertise_address: str
-    admin_token: str | None
-    timeout_s: float
+    def all(self) -> list[PublishedModel]:
+        """Returns every published model, sorted by disease."""
+        with self._lock:
+            return [self._models[disease] for disease in sorted(self._models)]
 
 
 class Publisher:
-    """Publishes models: files first, then the gateway; undone when the gateway refuses.
+    """Publishes models: the files first, then the model is served; undone when loading fails.
 
-    Each gateway replica keeps its own routes, and RegisterModel reaches one of them.
-    `register_everywhere` (run at start and every TRAINER_REREGISTER_SECONDS) registers
-    every published model at every address TRAINER_GATEWAY_ADDR resolves to, so that all
-    replicas route it, including ones started after the publication. Registering a
-    route again replaces it with itself.
+    The trainer calls nobody: the gateway learns the published models by asking for them
+    (ListPublishedModels), so a publication is complete once it is served here.
     """
 
-    def __init__(self, store: Store, published: PublishedModels, gateway: GatewayTarget) -> None:
+    def __init__(self, store: Store, published: PublishedModels) -> None:
         self._store = store
         self._published = published
-        self._gateway = gateway
         self._lock = asyncio.Lock()
 
-    async def publish(self, project_id: str, job_id: str, disease: str) -> model_info_pb2.ModelInfo:
-        """Publishes the model of a job as disease and returns the gateway's description.
+    async def publish(self, project_id: str, job_id: str, disease: str) -> PublishedModel:
+        """Publishes the model of a job as disease and returns it, loaded and served.
 
         Raises:
             AlreadyExists: another project of this trainer published the disease.
-            FailedPrecondition: the gateway refused (e.g. it routes the disease elsewhere).
-            Unavailable: the gateway cannot be reached; nothing was published.
         """
         async with self._lock:
             current = self._published.find(disease)
@@ -131,8 +112,8 @@ class Publisher:
             publication = Publication(disease, project_id, job_id, time.time())
             backup = await asyncio.to_thread(self._install, publication)
             try:
-                self._published.activate(publication)
-                return await self._register(disease)
+                await asyncio.to_thread(self._published.activate, publication)
+                return self._published.get(disease)
             except BaseException:
                 await asyncio.to_thread(self._restore, disease, backup)
                 if current is not None:
@@ -164,85 +145,6 @@ class Publisher:
         shutil.rmtree(target, ignore_errors=True)
         if backup is not None:
             os.replace(backup, target)
-
-    async def register_everywhere(self) -> dict[str, int]:
-        """Registers every published model at every gateway replica; returns successes per disease.
-
-        A replica that refuses or cannot be reached is logged and tried again next time.
-        """
-        diseases = self._published.diseases()
-        registered = dict.fromkeys(diseases, 0)
-        if not diseases:
-            return registered
-        addresses = await gateway_replicas(self._gateway.address)
-        for address in addresses:
-            for disease in diseases:
-                try:
-                    await self._register(disease, address=address)
-                except (Unavailable, FailedPrecondition, AlreadyExists) as refused:
-                    logger.warning("gateway %s: %s", address, refused)
-                else:
-                    registered[disease] += 1
-        return registered
-
-    async def _register(
-        self, disease: str, *, address: str | None = None
-    ) -> model_info_pb2.ModelInfo:
-        gateway = self._gateway
-        metadata = list(outgoing_metadata())
-        if gateway.admin_token:
-            metadata.append(("authorization", f"Bearer {gateway.admin_token}"))
-        request = model_registry_pb2.RegisterModelRequest(
-            disease=disease,
-            kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
-            addresses=[gateway.advertise_address],
-        )
-        async with grpc.aio.insecure_channel(address or gateway.address) as channel:
-            stub = model_registry_pb2_grpc.ModelRegistryStub(channel)
-            try:
-                response = await stub.RegisterModel(
-                    request, metadata=metadata, timeout=gateway.timeout_s
-                )
-            except grpc.aio.AioRpcError as error:
-                raise _refusal(error, disease) from None
-        return response.model.model
-
-
-async def gateway_replicas(address: str) -> list[str]:
-    """Returns "ip:port" for every address the gateway's host name resolves to.
-
-    Behind a Kubernetes headless Service the name resolves to each gateway pod. When the
-    name does not resolve, the address itself is returned so that the call reports why.
-    """
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, int(port), type=socket.SOCK_STREAM
-        )
-    except OSError:
-        return [address]
-    replicas: list[str] = []
-    for family, _, _, _, sockaddr in infos:
-        ip = str(sockaddr[0])
-        replica = f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
-        if replica not in replicas:
-            replicas.append(replica)
-    return replicas or [address]
-
-
-def _refusal(error: grpc.aio.AioRpcError, disease: str) -> Exception:
-    code = error.code()
-    detail = error.details() or code.name
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"the gateway cannot be reached to publish {disease!r}; try again")
-    if code is grpc.StatusCode.ALREADY_EXISTS:
-        return AlreadyExists(f"the gateway refused {disease!r}: {detail}")
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return FailedPrecondition(
-            "the gateway refused the trainer's admin token (TRAINER_GATEWAY_ADMIN_TOKEN)"
-        )
-    return FailedPrecondition(f"the gateway refused {disease!r}: {detail}")
 
 
 def _read(directory: Path) -> Publication:

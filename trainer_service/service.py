@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from medimg.v1 import model_info_pb2
 from PIL import Image
 
 from servicekit.classification import Ranked, rank
@@ -22,14 +20,11 @@ from trainer_service.jobs import JobManager, JobSnapshot
 from trainer_service.model import ModelCard, SavedModel, save_model
 from trainer_service.names import TrainParams
 from trainer_service.predict import ModelCache
-from trainer_service.publish import GatewayTarget, PublishedModel, PublishedModels, Publisher
+from trainer_service.publish import PublishedModel, PublishedModels, Publisher
 from trainer_service.settings import Settings
 from trainer_service.store import Example, Project, Store, data_hash
 
-logger = logging.getLogger(__name__)
-
 MIN_EXAMPLES_PER_LABEL = 2
-REGISTER_START_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,18 +45,8 @@ class Trainer:
             self.store, self._run_job, max_concurrent=settings.max_concurrent_trainings
         )
         self.published = PublishedModels(self.store)
-        self.publisher = Publisher(
-            self.store,
-            self.published,
-            GatewayTarget(
-                address=settings.gateway_addr,
-                advertise_address=settings.advertise_addr,
-                admin_token=settings.gateway_admin_token,
-                timeout_s=settings.gateway_timeout_s,
-            ),
-        )
+        self.publisher = Publisher(self.store, self.published)
         self.models = ModelCache()
-        self._keeper: asyncio.Task[None] | None = None
         # Inference gets its own thread so that a long decode never waits behind training.
         self._inference = ThreadPoolExecutor(1, thread_name_prefix="trainer-infer")
         self._decode = ThreadPoolExecutor(2, thread_name_prefix="trainer-decode")
@@ -71,25 +56,9 @@ class Trainer:
         train.configure_torch(self.settings.train_threads)
         await asyncio.to_thread(self.jobs.recover)
         await asyncio.to_thread(self.published.load_all)
-        if self.settings.reregister_every_s > 0:
-            self._keeper = asyncio.create_task(self._keep_registered())
-
-    async def _keep_registered(self) -> None:
-        """Registers the published models at every gateway replica, now and periodically."""
-        # The gateway asks this service for the model's description while registering:
-        # give the server a moment to start listening.
-        await asyncio.sleep(REGISTER_START_DELAY_S)
-        while True:
-            try:
-                await self.publisher.register_everywhere()
-            except Exception:
-                logger.exception("re-registering the published models failed")
-            await asyncio.sleep(self.settings.reregister_every_s)
 
     async def stop(self) -> None:
         """Stops running trainings (they count as interrupted) and the worker threads."""
-        if self._keeper is not None:
-            self._keeper.cancel()
         await asyncio.to_thread(self.jobs.stop)
         self._inference.shutdown(wait=False, cancel_futures=True)
         self._decode.shutdown(wait=False, cancel_futures=True)
@@ -240,15 +209,15 @@ class Trainer:
 
     # Publishing
 
-    async def publish(self, project_id: str, disease: str) -> model_info_pb2.ModelInfo:
-        """Publishes the project's latest model under disease at the gateway."""
+    async def publish(self, project_id: str, disease: str) -> PublishedModel:
+        """Publishes the project's latest model under disease; the gateway learns it by asking."""
         names.validate_disease(disease)
         project = self.store.get_project(project_id)
         if not project.latest_training_job:
             raise FailedPrecondition(f"{project.name} has no trained model to publish")
-        info = await self.publisher.publish(project_id, project.latest_training_job, disease)
+        published = await self.publisher.publish(project_id, project.latest_training_job, disease)
         self.store.update_project(project_id, published_disease=disease)
-        return info
+        return published
 
     def published_model(self, disease: str) -> PublishedModel:
         """Returns a published disease's model; UnknownDisease when there is none."""

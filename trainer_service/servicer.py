@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -16,9 +16,10 @@ from medimg.v1 import (
 
 from servicekit.errors import InvalidArgument
 from servicekit.server import ServiceBinding
-from trainer_service import convert, names
+from trainer_service import convert, listing, names
 from trainer_service.names import TrainParams
 from trainer_service.predict import LatestFrameSlot
+from trainer_service.publish import PublishedModel
 from trainer_service.service import Trainer
 
 pb = trainer_service_pb2
@@ -157,12 +158,16 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
             reader.cancel()
 
     async def Publish(self, request: pb.PublishRequest, context: Context) -> pb.PublishResponse:
-        """Publishes the project's latest model as a disease the gateway serves."""
+        """Publishes the project's latest model as a disease, served here from then on."""
         project_id = names.parse_project_name(request.project, field="project")
-        info = await self._trainer.publish(project_id, request.disease)
-        if not info.model_name:  # the gateway registered it but could not describe it yet
-            info = convert.to_model_info(self._trainer.published_model(request.disease))
-        return pb.PublishResponse(model=info)
+        published = await self._trainer.publish(project_id, request.disease)
+        return pb.PublishResponse(model=convert.to_model_info(published))
+
+    async def ListPublishedModels(
+        self, request: pb.ListPublishedModelsRequest, context: Context
+    ) -> pb.ListPublishedModelsResponse:
+        """Returns one page of the published models, sorted by disease."""
+        return list_published_models(self._trainer.published.all(), request)
 
 
 class PublishedDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServicer):
@@ -185,6 +190,25 @@ class PublishedDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServ
         """Returns the description of a published model."""
         published = self._trainer.published_model(_disease(request.disease))
         return diagnosis_service_pb2.GetModelInfoResponse(model=convert.to_model_info(published))
+
+
+def list_published_models(
+    published: Sequence[PublishedModel], request: pb.ListPublishedModelsRequest
+) -> pb.ListPublishedModelsResponse:
+    """Returns the page of published (sorted by disease) that request asks for.
+
+    Raises:
+        InvalidArgument: a negative page size, or a page token this trainer did not make.
+    """
+    models, token = listing.page(published, _disease_of, request.page_size, request.page_token)
+    return pb.ListPublishedModelsResponse(
+        published_models=[convert.to_published_model(m) for m in models],
+        next_page_token=token,
+    )
+
+
+def _disease_of(published: PublishedModel) -> str:
+    return published.publication.disease
 
 
 def _disease(disease: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from servicekit.images import ImageLimits
@@ -12,9 +12,7 @@ from servicekit.settings import (
     MIB,
     ServerSettings,
     SettingsError,
-    env_float,
     env_int,
-    env_secret,
     env_str,
 )
 
@@ -22,6 +20,19 @@ PREFIX = "TRAINER_"
 DEFAULT_PORT = 50063
 MAX_IMAGE_BYTES = 4 * MIB
 MAX_IMAGE_PIXELS = 40_000_000
+# Read by versions in which the trainer registered its models at the gateway; the gateway
+# now asks the trainer (ListPublishedModels), so these are ignored, with a warning at start.
+RETIRED_VARIABLES = tuple(
+    f"{PREFIX}{name}"
+    for name in (
+        "GATEWAY_ADDR",
+        "ADVERTISE_ADDR",
+        "GATEWAY_ADMIN_TOKEN",
+        "GATEWAY_ADMIN_TOKEN_FILE",
+        "GATEWAY_TIMEOUT_SECONDS",
+        "REREGISTER_SECONDS",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -30,17 +41,11 @@ class Settings:
 
     server: ServerSettings
     data_dir: Path
-    gateway_addr: str
-    advertise_addr: str
-    gateway_timeout_s: float
-    # Seconds between registrations of every published model at every gateway replica; 0: never.
-    reregister_every_s: float
     max_concurrent_trainings: int
     max_examples_per_label: int
     image_size: int
     train_threads: int
     image_limits: ImageLimits
-    gateway_admin_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,16 +63,6 @@ class Settings:
         return cls(
             server=server,
             data_dir=Path(env_str(env, f"{PREFIX}DATA_DIR", "var/trainer")).absolute(),
-            gateway_addr=_address(env, f"{PREFIX}GATEWAY_ADDR", "127.0.0.1:50051"),
-            advertise_addr=_address(
-                env, f"{PREFIX}ADVERTISE_ADDR", f"127.0.0.1:{server.port or DEFAULT_PORT}"
-            ),
-            gateway_timeout_s=env_float(
-                env, f"{PREFIX}GATEWAY_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=600.0
-            ),
-            reregister_every_s=env_float(
-                env, f"{PREFIX}REREGISTER_SECONDS", 30.0, minimum=0.0, maximum=86400.0
-            ),
             max_concurrent_trainings=env_int(
                 env, f"{PREFIX}MAX_CONCURRENT_TRAININGS", 1, minimum=1, maximum=64
             ),
@@ -88,13 +83,10 @@ class Settings:
                     maximum=1_000_000_000,
                 ),
             ),
-            gateway_admin_token=env_secret(env, f"{PREFIX}GATEWAY_ADMIN_TOKEN"),
         )
 
 
-def _address(env: Mapping[str, str], name: str, default: str) -> str:
-    address = env_str(env, name, default)
-    host, colon, port = address.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise SettingsError(f"{name} must be host:port, got {address!r}")
-    return address
+def retired_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """Returns the retired TRAINER_* variables that env still sets."""
+    env = os.environ if env is None else env
+    return [name for name in RETIRED_VARIABLES if name in env]

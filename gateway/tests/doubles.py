@@ -170,7 +170,8 @@ class FakeTrainer(trainer_service_pb2_grpc.TrainerServiceServicer):
 
     Project names pick behaviours: "projects/missing" is NOT_FOUND with an ErrorInfo,
     "projects/flaky" is UNAVAILABLE on its first call, "projects/endless" trains until
-    cancelled, and "projects/failing" sends one event and then fails.
+    cancelled, and "projects/failing" sends one event and then fails. `published` is
+    what ListPublishedModels lists, in pages of at most `max_page_size`; Publish adds to it.
     """
 
     calls: dict[str, int] = field(default_factory=dict)
@@ -181,6 +182,9 @@ class FakeTrainer(trainer_service_pb2_grpc.TrainerServiceServicer):
     first_upload: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: set[str] = field(default_factory=set)
     cancelled_event: asyncio.Event = field(default_factory=asyncio.Event)
+    published: list[str] = field(default_factory=list)
+    max_page_size: int = 1000
+    page_tokens: list[str] = field(default_factory=list)
 
     def _record(self, method: str, context: Any) -> None:
         self.calls[method] = self.calls.get(method, 0) + 1
@@ -247,8 +251,29 @@ class FakeTrainer(trainer_service_pb2_grpc.TrainerServiceServicer):
     ) -> trainer_service_pb2.PublishResponse:
         self._record("Publish", context)
         self._project(request.project)
+        if request.disease not in self.published:
+            self.published.append(request.disease)
         return trainer_service_pb2.PublishResponse(
             model=model_info_pb2.ModelInfo(disease=request.disease, model_name="trainer-x")
+        )
+
+    async def ListPublishedModels(
+        self, request: trainer_service_pb2.ListPublishedModelsRequest, context: Any
+    ) -> trainer_service_pb2.ListPublishedModelsResponse:
+        # Counted only: the gateway's polls must not mix with the calls a test makes.
+        self.calls["ListPublishedModels"] = self.calls.get("ListPublishedModels", 0) + 1
+        # Position tokens are enough for a double; the real trainer's name the last disease.
+        self.page_tokens.append(request.page_token)
+        start = int(request.page_token or 0)
+        size = min(request.page_size or 100, self.max_page_size)
+        diseases = sorted(self.published)
+        end = start + size
+        return trainer_service_pb2.ListPublishedModelsResponse(
+            published_models=[
+                trainer_service_pb2.PublishedModel(disease=disease)
+                for disease in diseases[start:end]
+            ],
+            next_page_token=str(end) if end < len(diseases) else "",
         )
 
     async def UploadExamples(

@@ -19,6 +19,7 @@ def test_it_has_working_defaults() -> None:
     assert settings.max_deadline_s == 300.0
     assert settings.retry.attempts == 3
     assert settings.model_info_ttl_s == 10.0
+    assert settings.trainer_poll_s == 5.0
     assert settings.admin_token is None
     assert settings.upstream_tls is None
     assert settings.state_file == Path("var/gateway/routes.json").absolute()
@@ -77,6 +78,7 @@ def test_it_lowers_the_default_series_deadline_to_a_smaller_maximum() -> None:
         ("GATEWAY_RETRY_ATTEMPTS", "three"),
         ("GATEWAY_MODEL_INFO_TTL_SECONDS", "-1"),
         ("GATEWAY_MAX_DEADLINE_SECONDS", "soon"),
+        ("GATEWAY_TRAINER_POLL_SECONDS", "0"),
     ],
 )
 def test_it_names_the_variable_of_a_bad_number(name: str, value: str) -> None:

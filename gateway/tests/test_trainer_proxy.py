@@ -66,7 +66,7 @@ def test_it_proxies_every_trainer_method_with_its_streaming_shape(tmp_path: Path
         for method in service.methods
     }
     assert TRAINER_SERVICE == "medimg.v1.TrainerService"
-    assert len(expected) == 11
+    assert len(expected) == 12
     assert shapes == expected
 
 

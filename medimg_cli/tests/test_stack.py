@@ -103,15 +103,19 @@ def test_a_service_gets_its_port_and_keeps_the_callers_settings() -> None:
     assert "GATEWAY_ROUTES" not in env
 
 
-def test_the_trainer_is_told_the_gateway_and_the_address_it_is_reached_at() -> None:
+def test_the_trainer_gets_its_port_and_nothing_about_the_gateway() -> None:
+    # The gateway asks the trainer for its published models; the trainer calls nobody.
     ports = {**ALL_PORTS, "trainer": 50163, "gateway": 50151}
-    base = {"TRAINER_GATEWAY_ADDR": "elsewhere:1", "TRAINER_LOG_LEVEL": "DEBUG"}
-    env = child_environment(TRAINER, ports, base=base, state_root=STATE_ROOT)
+    env = child_environment(
+        TRAINER, ports, base={"TRAINER_LOG_LEVEL": "DEBUG"}, state_root=STATE_ROOT
+    )
     assert env["TRAINER_PORT"] == "50163"
-    assert env["TRAINER_GATEWAY_ADDR"] == "127.0.0.1:50151"
-    assert env["TRAINER_ADVERTISE_ADDR"] == "127.0.0.1:50163"
     assert env["TRAINER_LOG_LEVEL"] == "DEBUG"
+    assert [key for key in env if key.startswith("TRAINER_") and "GATEWAY" in key] == []
+    assert "TRAINER_ADVERTISE_ADDR" not in env
     assert "GATEWAY_ROUTES" not in env
+    gateway = child_environment(GATEWAY, ports, base={}, state_root=STATE_ROOT)
+    assert "trainer=trainer@127.0.0.1:50163" in gateway["GATEWAY_ROUTES"]
 
 
 def test_the_web_tier_is_told_where_the_gateway_is() -> None:

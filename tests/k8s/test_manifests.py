@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from gateway.registry import RouteKind, parse_routes_document
+from gateway.settings import GatewaySettings
 from tests.k8s import policy
 from tests.k8s.network import ingress_allowed
 from tests.k8s.render import (
@@ -29,6 +30,7 @@ from tests.k8s.render import (
     render_with_components,
     validate,
 )
+from trainer_service.settings import RETIRED_VARIABLES
 from trainer_service.settings import Settings as TrainerSettings
 from web.gateway_client import GatewayConfig
 
@@ -170,11 +172,11 @@ def test_the_adapter_rules_serve_the_metrics_the_queue_depth_hpas_use(queue_dept
         if metric["type"] == "Pods"
     }
     assert used == served
-    # The series the rules read are the ones servicekit and mri_service export.
+    # The series the rules read are the ones servicekit and mri_service export (whichever
+    # of mri_service's modules defines its gauge).
     root = K8S_DIR.parent
-    source = "".join(
-        (root / path).read_text() for path in ("servicekit/metrics.py", "mri_service/servicer.py")
-    )
+    files = [root / "servicekit" / "metrics.py", *sorted((root / "mri_service").glob("*.py"))]
+    source = "".join(path.read_text() for path in files)
     for rule in rules["rules"]["custom"]:
         exported = rule["name"]["matches"].strip("^$").removesuffix("_sum")
         assert f'"{exported}"' in source
@@ -245,8 +247,8 @@ def test_network_policies_deny_by_default_and_allow_by_role_only(
     assert allowed == {
         ("web", "gateway"),
         ("gateway", "service"),
+        # One way only: the gateway asks the trainer for its published models.
         ("gateway", "trainer"),
-        ("trainer", "gateway"),
         ("service", "model-server"),
         ("web", "datastore"),
         # components/dicom-receiver: an in-cluster PACS sends to it; it calls the gateway.
@@ -693,13 +695,8 @@ def _trainer_env(objects: Objects) -> dict[str, str]:
 
 
 def _trainer_settings(objects: Objects) -> TrainerSettings:
-    """The trainer's settings as its pod reads them, less the token file (a mounted Secret).
-
-    The file is absent here; the test of the token checks which Secret it comes from.
-    """
-    env = _trainer_env(objects)
-    assert env.pop("TRAINER_GATEWAY_ADMIN_TOKEN_FILE")
-    return TrainerSettings.from_env(env)
+    """The trainer's settings as its pod reads them."""
+    return TrainerSettings.from_env(_trainer_env(objects))
 
 
 def _mounted_volume(deployment: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
@@ -767,7 +764,7 @@ def test_the_trainer_runs_one_recreated_pod_with_its_data_on_a_read_write_once_c
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_trainer_listens_in_the_pod_and_is_reached_where_it_registers_its_models(
+def test_the_trainer_listens_in_the_pod_and_is_reached_at_the_gateways_trainer_route(
     rendered: dict[str, Objects], overlay: str
 ) -> None:
     objects = rendered[overlay]
@@ -777,30 +774,33 @@ def test_the_trainer_listens_in_the_pod_and_is_reached_where_it_registers_its_mo
     assert settings.server.log_format == "json"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == settings.server.port, probe
-    # The gateway's TrainerService route and the address published models are registered
-    # under are the trainer's Service, which leads to the port the trainer listens on.
+    # The gateway's TrainerService route, which is also where it sends ListPublishedModels
+    # and routes the published models, is the trainer's Service, leading to its port.
     routes = parse_routes_document(
         yaml.safe_load(_config(objects, "gateway-registry")["registry.yaml"])
     )
-    assert routes["trainer"].addresses == (settings.advertise_addr,)
-    service, port = _service_port(objects, settings.advertise_addr)
+    (address,) = routes["trainer"].addresses
+    service, port = _service_port(objects, address)
     assert (service["metadata"]["name"], port) == ("trainer", settings.server.port)
-    # Publish calls the gateway's Service, on the port the gateway listens on.
-    service, port = _service_port(objects, settings.gateway_addr)
-    assert service["metadata"]["name"] == "gateway"
-    assert port == int(_config(objects, "gateway-config")["GATEWAY_PORT"])
+    poll = _config(objects, "gateway-config")["GATEWAY_TRAINER_POLL_SECONDS"]
+    assert GatewaySettings.from_env({"GATEWAY_TRAINER_POLL_SECONDS": poll}).trainer_poll_s <= 30
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_trainer_sends_the_admin_token_the_gateway_checks(
+def test_the_trainer_knows_neither_the_gateways_address_nor_its_admin_token(
     rendered: dict[str, Objects], overlay: str
 ) -> None:
     objects = rendered[overlay]
+    env = _trainer_env(objects)
+    assert [key for key in env if "GATEWAY" in key or "ADVERTISE" in key] == []
+    assert not set(env) & set(RETIRED_VARIABLES)
     trainer = find(objects, "Deployment", "trainer")
+    secrets = [v for v in _pod_spec(trainer)["volumes"] if "secret" in v]
+    assert secrets == [], describe(trainer)
+    # The gateway still checks the token, for an operator's RegisterModel.
     gateway = find(objects, "Deployment", "gateway")
-    trainer_file = _trainer_env(objects)["TRAINER_GATEWAY_ADMIN_TOKEN_FILE"]
     gateway_file = _env(_main_container(gateway))["GATEWAY_ADMIN_TOKEN_FILE"]["value"]
-    assert _secret_key_at(trainer, trainer_file) == _secret_key_at(gateway, gateway_file)
+    assert _secret_key_at(gateway, gateway_file) == ("gateway-admin-token", "token")
 
 
 def _template(objects: Objects, name: str) -> Mapping[str, Any]:
@@ -814,14 +814,15 @@ def _labels(objects: Objects, name: str) -> Mapping[str, Any]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_network_policies_open_the_gateway_and_the_trainer_to_each_other_only(
+def test_network_policies_open_the_trainer_to_the_gateway_and_nothing_else(
     rendered: dict[str, Objects], overlay: str
 ) -> None:
     objects = rendered[overlay]
     trainer, gateway = _template(objects, "trainer"), _template(objects, "gateway")
     assert ingress_allowed(objects, _labels(objects, "gateway"), trainer, "grpc")
-    assert ingress_allowed(objects, _labels(objects, "trainer"), gateway, "grpc")
     assert ingress_allowed(objects, _labels(objects, "web"), gateway, "grpc")
+    # One direction: the gateway asks the trainer; the trainer has no path to the gateway.
+    assert not ingress_allowed(objects, _labels(objects, "trainer"), gateway, "grpc")
     # Everything else stays shut: the trainer reaches no model server, and only the gateway
     # reaches the trainer.
     for source in ("web", "skin", "mri", "tfserving"):
@@ -845,7 +846,6 @@ def test_the_network_model_sees_a_missing_or_narrowed_policy(rendered: dict[str,
     assert ingress_allowed(objects, gateway_labels, trainer, "grpc")
     to_trainer["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"][ROLE] = "web"
     assert not ingress_allowed(objects, gateway_labels, trainer, "grpc")
-    objects.remove(find(objects, "NetworkPolicy", "allow-trainer-to-gateway"))
     assert not ingress_allowed(objects, trainer_labels, gateway, "grpc")
     # With no policy selecting a pod, it is open to every pod of the namespace.
     no_policies = [obj for obj in objects if obj["kind"] != "NetworkPolicy"]

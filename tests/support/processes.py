@@ -73,8 +73,8 @@ def start(
 ) -> Process:
     """Starts `python -m module` with `{prefix}PORT` set to `port`, or to a free port.
 
-    A port chosen in advance is for components that must be told each other's address
-    before either starts (the trainer and the gateway).
+    A port chosen in advance is for a component that must keep its address across a
+    restart, or whose address another must be told before it starts.
     """
     port = free_port() if port is None else port
     child_env = {
@@ -96,18 +96,20 @@ def start(
     return Process(name, port, popen, Path(log_name), child_env)
 
 
-def start_trainer(*, port: int, data_dir: Path, gateway_address: str) -> Process:
-    """Starts trainer_service on `port`, publishing to the gateway at `gateway_address`."""
+def start_trainer(*, port: int, data_dir: Path, gateway_address: str | None = None) -> Process:
+    """Starts trainer_service on `port` with its data in `data_dir`.
+
+    The trainer calls no gateway: gateways ask it for its published models. So
+    `gateway_address` is ignored; it stays accepted for callers written when the
+    trainer registered its models at the gateway.
+    """
+    del gateway_address
     return start(
         "trainer",
         "trainer_service",
         "TRAINER_",
         port=port,
-        env={
-            "TRAINER_DATA_DIR": str(data_dir),
-            "TRAINER_GATEWAY_ADDR": gateway_address,
-            "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{port}",
-        },
+        env={"TRAINER_DATA_DIR": str(data_dir)},
     )
 
 

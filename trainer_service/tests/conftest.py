@@ -41,7 +41,6 @@ async def running_trainer(data_dir: Path, **env: str) -> AsyncIterator[RunningTr
             "TRAINER_PORT": str(port),
             "TRAINER_DATA_DIR": str(data_dir),
             "TRAINER_GRACE_SECONDS": "1",
-            "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{free_port()}",  # nobody listens
             **env,
         }
     )

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from medimg.v1 import diagnosis_service_pb2 as dpb
 from medimg.v1 import trainer_service_pb2 as pb
 
-from gateway.router import Router
-from gateway.servicer import build_bindings
-from gateway.settings import GatewaySettings
-from servicekit.server import Server
-from tests.support.processes import free_port
 from trainer_service.demo_images import DEMO_LABELS, demo_images
-from trainer_service.publish import gateway_replicas
 from trainer_service.tests.conftest import RunningTrainer, new_project, running_trainer
 
 State = pb.TrainingJobState
@@ -226,138 +218,72 @@ async def test_invalid_inputs_are_refused_and_store_nothing(tmp_path: Path) -> N
             client.diagnosis.Diagnose(dpb.DiagnoseRequest(disease="nothing", image=good[0])),
             grpc.StatusCode.NOT_FOUND,
         )
+        nothing = await stub.ListPublishedModels(pb.ListPublishedModelsRequest())
+        assert list(nothing.published_models) == [] and nothing.next_page_token == ""
+        for listing, field in (
+            (pb.ListPublishedModelsRequest(page_token="nope"), "page_token"),
+            (pb.ListPublishedModelsRequest(page_size=-1), "page_size"),
+        ):
+            await expect_error(stub.ListPublishedModels(listing), invalid, field)
         assert not list(client.trainer.store.staging_dir.iterdir())
 
 
-async def start_gateway(state_dir: Path, port: int) -> Server:
-    settings = GatewaySettings.from_env(
-        {"GATEWAY_PORT": str(port), "GATEWAY_STATE_DIR": str(state_dir), "GATEWAY_ROUTES": ""}
-    )
-    router = Router(settings)
-    server = Server(settings.server, build_bindings(router), lifecycle=router)
-    await server.start()
-    return server
-
-
 @pytest.mark.slow
-async def test_publish_registers_at_the_gateway_and_everything_survives_a_restart(
+async def test_publish_serves_and_lists_the_model_and_everything_survives_a_restart(
     tmp_path: Path,
 ) -> None:
-    from medimg.v1 import diagnosis_service_pb2_grpc
-
-    gateway_port = free_port()
-    gateway = await start_gateway(tmp_path / "gateway", gateway_port)
-    trainer_port = free_port()
-    env = {
-        "TRAINER_PORT": str(trainer_port),
-        "TRAINER_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
-        "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{trainer_port}",
-    }
     circle = demo_images(0, 1, seed=123)[0]
-    try:
-        async with running_trainer(tmp_path / "trainer", **env) as client:
-            project = await new_project(client.stub, per_label=10)
-            job = (await train(client, project, epochs=8))[-1]
-            published = await client.stub.Publish(
-                pb.PublishRequest(project=project, disease="shapes")
-            )
-            assert published.model.model_name == "trainer-shapes"
-            assert published.model.model_version == job.name.rsplit("/", 1)[1]
-            assert list(published.model.labels) == list(DEMO_LABELS)
-            assert published.model.demo_model
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
-                gateway_stub: Any = diagnosis_service_pb2_grpc.DiagnosisServiceStub(channel)
-                via_gateway = await gateway_stub.Diagnose(
-                    dpb.DiagnoseRequest(disease="shapes", image=circle)
-                )
-            assert {s.label for s in via_gateway.scores} == set(DEMO_LABELS)
+    async with running_trainer(tmp_path) as client:
+        project = await new_project(client.stub, per_label=10)
+        job = (await train(client, project, epochs=8))[-1]
+        # No gateway runs: publishing calls nobody, the gateway asks for the models.
+        published = await client.stub.Publish(pb.PublishRequest(project=project, disease="shapes"))
+        assert published.model.model_name == "trainer-shapes"
+        assert published.model.model_version == job.name.rsplit("/", 1)[1]
+        assert list(published.model.labels) == list(DEMO_LABELS)
+        assert published.model.demo_model
+        served = await client.diagnosis.Diagnose(
+            dpb.DiagnoseRequest(disease="shapes", image=circle)
+        )
+        assert {s.label for s in served.scores} == set(DEMO_LABELS)
+        listed = await client.stub.ListPublishedModels(pb.ListPublishedModelsRequest())
+        (entry,) = listed.published_models
+        assert (entry.disease, entry.project, entry.training_job) == ("shapes", project, job.name)
+        assert entry.model == published.model
+        assert abs(entry.publish_time.seconds - time.time()) < 600
+        assert listed.next_page_token == ""
 
-            other = await new_project(client.stub, per_label=2)
-            await train(client, other, epochs=1)
-            await expect_error(
-                client.stub.Publish(pb.PublishRequest(project=other, disease="shapes")),
-                grpc.StatusCode.ALREADY_EXISTS,
-            )
-            # A job running at shutdown fails as interrupted after the restart.
-            interrupted = await first_epoch(
-                aiter(client.stub.Train(pb.TrainRequest(project=other, epochs=200)))
-            )
-        await gateway.stop(grace=1)
+        other = await new_project(client.stub, per_label=2)
+        await train(client, other, epochs=1)
+        await expect_error(
+            client.stub.Publish(pb.PublishRequest(project=other, disease="shapes")),
+            grpc.StatusCode.ALREADY_EXISTS,
+        )
+        await client.stub.Publish(pb.PublishRequest(project=other, disease="other-shapes"))
+        # A job running at shutdown fails as interrupted after the restart.
+        interrupted = await first_epoch(
+            aiter(client.stub.Train(pb.TrainRequest(project=other, epochs=200)))
+        )
 
-        # The gateway is down: publishing fails and leaves nothing behind.
-        async with running_trainer(tmp_path / "trainer", **env) as client:
-            await expect_error(
-                client.stub.Publish(pb.PublishRequest(project=other, disease="other-shapes")),
-                grpc.StatusCode.UNAVAILABLE,
-            )
-            assert not (tmp_path / "trainer" / "published" / "other-shapes").exists()
-            await expect_error(
-                client.diagnosis.Diagnose(
-                    dpb.DiagnoseRequest(disease="other-shapes", image=circle)
-                ),
-                grpc.StatusCode.NOT_FOUND,
-            )
-            got = await client.stub.GetProject(pb.GetProjectRequest(name=project))
-            assert got.project.published_disease == "shapes"
-            restored = await client.stub.GetTrainingJob(pb.GetTrainingJobRequest(name=job.name))
-            assert restored.job.state == State.TRAINING_JOB_STATE_SUCCEEDED
-            assert restored.job.latest_metrics.epoch == 8
-            lost = await client.stub.GetTrainingJob(pb.GetTrainingJobRequest(name=interrupted.name))
-            assert lost.job.state == State.TRAINING_JOB_STATE_FAILED
-            assert "restart" in lost.job.error_message
-            direct = await client.diagnosis.Diagnose(
-                dpb.DiagnoseRequest(disease="shapes", image=circle)
-            )
-            assert direct.model_name == "trainer-shapes"
-            assert direct.scores == via_gateway.scores
-    finally:
-        await gateway.stop(grace=0)
-
-
-@pytest.mark.slow
-async def test_a_gateway_replica_that_lost_its_routes_gets_the_published_models_back(
-    tmp_path: Path,
-) -> None:
-    from medimg.v1 import diagnosis_service_pb2_grpc
-
-    gateway_port = free_port()
-    gateway = await start_gateway(tmp_path / "gateway-a", gateway_port)
-    trainer_port = free_port()
-    env = {
-        "TRAINER_PORT": str(trainer_port),
-        # "localhost" resolves to the loopback address: the replicas of a headless Service.
-        "TRAINER_GATEWAY_ADDR": f"localhost:{gateway_port}",
-        "TRAINER_ADVERTISE_ADDR": f"127.0.0.1:{trainer_port}",
-        "TRAINER_REREGISTER_SECONDS": "0.5",
-    }
-    circle = demo_images(0, 1, seed=123)[0]
-    try:
-        async with running_trainer(tmp_path / "trainer", **env) as client:
-            project = await new_project(client.stub, per_label=4)
-            await train(client, project, epochs=1)
-            await client.stub.Publish(pb.PublishRequest(project=project, disease="shapes"))
-            # A new replica on an empty state directory: it knows nothing of "shapes".
-            await gateway.stop(grace=1)
-            gateway = await start_gateway(tmp_path / "gateway-b", gateway_port)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
-                stub: Any = diagnosis_service_pb2_grpc.DiagnosisServiceStub(channel)
-                deadline = time.monotonic() + 10
-                while True:
-                    try:
-                        answer = await stub.Diagnose(
-                            dpb.DiagnoseRequest(disease="shapes", image=circle)
-                        )
-                        break
-                    except grpc.aio.AioRpcError as error:
-                        assert error.code() is grpc.StatusCode.NOT_FOUND, error
-                        assert time.monotonic() < deadline, "not re-registered within 10 s"
-                        await asyncio.sleep(0.2)
-            assert {s.label for s in answer.scores} == set(DEMO_LABELS)
-    finally:
-        await gateway.stop(grace=1)
-
-
-async def test_gateway_replicas_are_every_address_the_name_resolves_to() -> None:
-    assert "127.0.0.1:50051" in await gateway_replicas("localhost:50051")
-    assert await gateway_replicas("10.1.2.3:50051") == ["10.1.2.3:50051"]
-    assert await gateway_replicas("no-such-host.invalid:50051") == ["no-such-host.invalid:50051"]
+    async with running_trainer(tmp_path) as client:
+        first = await client.stub.ListPublishedModels(pb.ListPublishedModelsRequest(page_size=1))
+        second = await client.stub.ListPublishedModels(
+            pb.ListPublishedModelsRequest(page_size=1, page_token=first.next_page_token)
+        )
+        assert [m.disease for m in first.published_models] == ["other-shapes"]
+        assert [m.disease for m in second.published_models] == ["shapes"]
+        assert first.next_page_token and not second.next_page_token
+        assert second.published_models[0] == entry
+        got = await client.stub.GetProject(pb.GetProjectRequest(name=project))
+        assert got.project.published_disease == "shapes"
+        restored = await client.stub.GetTrainingJob(pb.GetTrainingJobRequest(name=job.name))
+        assert restored.job.state == State.TRAINING_JOB_STATE_SUCCEEDED
+        assert restored.job.latest_metrics.epoch == 8
+        lost = await client.stub.GetTrainingJob(pb.GetTrainingJobRequest(name=interrupted.name))
+        assert lost.job.state == State.TRAINING_JOB_STATE_FAILED
+        assert "restart" in lost.job.error_message
+        direct = await client.diagnosis.Diagnose(
+            dpb.DiagnoseRequest(disease="shapes", image=circle)
+        )
+        assert direct.model_name == "trainer-shapes"
+        assert direct.scores == served.scores

@@ -13,10 +13,10 @@ from gateway.registry import RouteError
 from gateway.registry import validate_disease as gateway_validate_disease
 from servicekit.errors import InvalidArgument
 from servicekit.settings import SettingsError
-from trainer_service import names
+from trainer_service import listing, names
 from trainer_service.demo_images import DEMO_LABELS, demo_images
 from trainer_service.predict import LatestFrameSlot
-from trainer_service.settings import Settings
+from trainer_service.settings import Settings, retired_variables
 from trainer_service.store import Store
 
 
@@ -114,10 +114,48 @@ def test_an_upload_that_is_discarded_leaves_the_project_unchanged(tmp_path: Path
 def test_settings_have_the_documented_defaults_and_name_a_bad_variable() -> None:
     settings = Settings.from_env({})
     assert settings.server.port == 50063
-    assert settings.gateway_addr == "127.0.0.1:50051"
-    assert settings.advertise_addr == "127.0.0.1:50063"
     assert settings.data_dir == Path("var/trainer").absolute()
     assert settings.max_concurrent_trainings == 1
     assert settings.image_limits.max_bytes == 4 * 1024 * 1024
-    with pytest.raises(SettingsError, match="TRAINER_GATEWAY_ADDR"):
-        Settings.from_env({"TRAINER_GATEWAY_ADDR": "nope"})
+    with pytest.raises(SettingsError, match="TRAINER_IMAGE_SIZE"):
+        Settings.from_env({"TRAINER_IMAGE_SIZE": "big"})
+
+
+def test_the_settings_of_registering_at_the_gateway_are_retired_and_named() -> None:
+    # The trainer calls no gateway any more; an old deployment's variables are ignored.
+    old = {"TRAINER_GATEWAY_ADDR": "nope", "TRAINER_REREGISTER_SECONDS": "-1"}
+    assert Settings.from_env(old) == Settings.from_env({})
+    assert retired_variables(old) == ["TRAINER_GATEWAY_ADDR", "TRAINER_REREGISTER_SECONDS"]
+    assert retired_variables({"TRAINER_PORT": "1"}) == []
+
+
+def test_pages_follow_the_last_key_and_end_with_an_empty_token() -> None:
+    items = ["a", "b", "c", "d", "e"]
+    pages, token = [], ""
+    while True:
+        chunk, token = listing.page(items, str, 2, token)
+        pages.append(chunk)
+        if not token:
+            break
+        assert "c" not in token  # opaque, not the key in clear
+    assert pages == [["a", "b"], ["c", "d"], ["e"]]
+    # A key removed between two pages hides nothing else and repeats nothing.
+    first, token = listing.page(items, str, 2, "")
+    rest, _ = listing.page(["a", "c", "d", "e"], str, 10, token)
+    assert (first, rest) == (["a", "b"], ["c", "d", "e"])
+    assert listing.page(items, str, 5, "") == (items, "")
+    assert listing.page([], str, 0, "") == ([], "")
+
+
+def test_page_sizes_default_cap_and_refuse_negatives() -> None:
+    assert listing.page_size(0) == listing.DEFAULT_PAGE_SIZE == 100
+    assert listing.page_size(5000) == listing.MAX_PAGE_SIZE == 1000
+    assert listing.page_size(7) == 7
+    with pytest.raises(InvalidArgument, match="page_size"):
+        listing.page_size(-1)
+
+
+@pytest.mark.parametrize("token", ["not base64!", "aGVsbG8", listing.page_token("")[:-2], "djE6"])
+def test_a_token_this_service_did_not_make_is_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument, match="page_token"):
+        listing.page(["a"], str, 1, token)

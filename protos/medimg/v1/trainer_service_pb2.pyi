@@ -745,7 +745,7 @@ class PublishResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def model(self) -> _model_info_pb2.ModelInfo:
-        """Description of the published model, as the gateway serves it."""
+        """Description of the published model, as the trainer's DiagnosisService reports it."""
 
     def __init__(
         self,
@@ -759,3 +759,101 @@ class PublishResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishResponse: _TypeAlias = PublishResponse  # noqa: Y015
+
+@_typing.final
+class PublishedModel(_message.Message):
+    """Describes one model the trainer has published and serves through DiagnosisService."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISEASE_FIELD_NUMBER: _builtins.int
+    PROJECT_FIELD_NUMBER: _builtins.int
+    TRAINING_JOB_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    disease: _builtins.str
+    """Disease name the model is served under: lower case letters, digits and dashes."""
+    project: _builtins.str
+    """Resource name of the project the model was trained in, "projects/{project_id}"."""
+    training_job: _builtins.str
+    """Resource name of the training job that produced the model,
+    "projects/{project_id}/trainingJobs/{job_id}".
+    """
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """Time the model was published under this disease."""
+
+    @_builtins.property
+    def model(self) -> _model_info_pb2.ModelInfo:
+        """Description of the model, as the trainer's DiagnosisService reports it."""
+
+    def __init__(
+        self,
+        *,
+        disease: _builtins.str = ...,
+        project: _builtins.str = ...,
+        training_job: _builtins.str = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
+        model: _model_info_pb2.ModelInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "publish_time", b"publish_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disease", b"disease", "model", b"model", "project", b"project", "publish_time", b"publish_time", "training_job", b"training_job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishedModel: _TypeAlias = PublishedModel  # noqa: Y015
+
+@_typing.final
+class ListPublishedModelsRequest(_message.Message):
+    """Asks for one page of the published models."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most models to return, 1 to 1000; 0 means 100 and above 1000 means 1000; negative is refused."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, as received; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPublishedModelsRequest: _TypeAlias = ListPublishedModelsRequest  # noqa: Y015
+
+@_typing.final
+class ListPublishedModelsResponse(_message.Message):
+    """Carries one page of the published models."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_MODELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def published_models(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishedModel]:
+        """The published models of this page, sorted by disease."""
+
+    def __init__(
+        self,
+        *,
+        published_models: _abc.Iterable[Global___PublishedModel] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "published_models", b"published_models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPublishedModelsResponse: _TypeAlias = ListPublishedModelsResponse  # noqa: Y015

@@ -90,6 +90,11 @@ class TrainerServiceStub:
                 request_serializer=medimg_dot_v1_dot_trainer__service__pb2.PublishRequest.SerializeToString,
                 response_deserializer=medimg_dot_v1_dot_trainer__service__pb2.PublishResponse.FromString,
                 _registered_method=True)
+        self.ListPublishedModels = channel.unary_unary(
+                '/medimg.v1.TrainerService/ListPublishedModels',
+                request_serializer=medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsRequest.SerializeToString,
+                response_deserializer=medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -167,7 +172,14 @@ class TrainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Publish(self, request, context):
-        """Publishes a project's trained model as a disease that the gateway serves.
+        """Publishes a project's trained model as a disease; ListPublishedModels then lists it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPublishedModels(self, request, context):
+        """Returns the published models, sorted by disease, one page at a time (AIP-158).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -230,6 +242,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.Publish,
                     request_deserializer=medimg_dot_v1_dot_trainer__service__pb2.PublishRequest.FromString,
                     response_serializer=medimg_dot_v1_dot_trainer__service__pb2.PublishResponse.SerializeToString,
+            ),
+            'ListPublishedModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPublishedModels,
+                    request_deserializer=medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsRequest.FromString,
+                    response_serializer=medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +547,33 @@ class TrainerService:
             '/medimg.v1.TrainerService/Publish',
             medimg_dot_v1_dot_trainer__service__pb2.PublishRequest.SerializeToString,
             medimg_dot_v1_dot_trainer__service__pb2.PublishResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPublishedModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medimg.v1.TrainerService/ListPublishedModels',
+            medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsRequest.SerializeToString,
+            medimg_dot_v1_dot_trainer__service__pb2.ListPublishedModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,7 +54,9 @@ class TrainerServiceStub:
     StreamPredictions: _grpc.StreamStreamMultiCallable[_trainer_service_pb2.StreamPredictionsRequest, _trainer_service_pb2.StreamPredictionsResponse]
     """Returns a prediction for each frame streamed in; stale frames are dropped, not queued."""
     Publish: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.PublishRequest, _trainer_service_pb2.PublishResponse]
-    """Publishes a project's trained model as a disease that the gateway serves."""
+    """Publishes a project's trained model as a disease; ListPublishedModels then lists it."""
+    ListPublishedModels: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.ListPublishedModelsRequest, _trainer_service_pb2.ListPublishedModelsResponse]
+    """Returns the published models, sorted by disease, one page at a time (AIP-158)."""
 
 @_typing.type_check_only
 class TrainerServiceAsyncStub(TrainerServiceStub):
@@ -82,7 +84,9 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     StreamPredictions: _aio.StreamStreamMultiCallable[_trainer_service_pb2.StreamPredictionsRequest, _trainer_service_pb2.StreamPredictionsResponse]  # type: ignore[assignment]
     """Returns a prediction for each frame streamed in; stale frames are dropped, not queued."""
     Publish: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.PublishRequest, _trainer_service_pb2.PublishResponse]  # type: ignore[assignment]
-    """Publishes a project's trained model as a disease that the gateway serves."""
+    """Publishes a project's trained model as a disease; ListPublishedModels then lists it."""
+    ListPublishedModels: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.ListPublishedModelsRequest, _trainer_service_pb2.ListPublishedModelsResponse]  # type: ignore[assignment]
+    """Returns the published models, sorted by disease, one page at a time (AIP-158)."""
 
 class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Trains small image classifiers from labelled examples, predicts live and publishes models."""
@@ -173,6 +177,14 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trainer_service_pb2.PublishRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_service_pb2.PublishResponse, _abc.Awaitable[_trainer_service_pb2.PublishResponse]]:
-        """Publishes a project's trained model as a disease that the gateway serves."""
+        """Publishes a project's trained model as a disease; ListPublishedModels then lists it."""
+
+    @_abc_1.abstractmethod
+    def ListPublishedModels(
+        self,
+        request: _trainer_service_pb2.ListPublishedModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_trainer_service_pb2.ListPublishedModelsResponse, _abc.Awaitable[_trainer_service_pb2.ListPublishedModelsResponse]]:
+        """Returns the published models, sorted by disease, one page at a time (AIP-158)."""
 
 def add_TrainerServiceServicer_to_server(servicer: TrainerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
