@@ -21,10 +21,11 @@ test: venv lint ## lint, then run every test (the web tests marked postgres agai
 	$(BIN)/python -m pytest
 	WEB_TEST_DATABASE=postgres $(BIN)/python -m pytest web -m postgres -q
 
-lint: venv ## ruff (lint + format check) and mypy
+lint: venv ## ruff (lint + format check), mypy, and buf (lint, and breaking against the previous commit)
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy $(PY_SOURCES)
+	scripts/check_protos.sh
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix $(PY_SOURCES)
