@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from django.http import QueryDict
 from rest_framework.authentication import (
     BaseAuthentication,
     SessionAuthentication,
@@ -57,3 +58,13 @@ def api_user(request: Request) -> User:
     if not isinstance(user, User):
         raise NotAuthenticated
     return user
+
+
+def plain_values(data: Any) -> Any:
+    """Returns a query string's or form's values as a plain dict (the last of repeated ones).
+
+    DRF reads a QueryDict as an HTML form, where an empty value of an optional field counts
+    as absent (`date_to=`, or a multipart `disease` of "" taken as the default "skin"); the
+    schema says neither, so the API validates the values as sent. A JSON body is as it is.
+    """
+    return data.dict() if isinstance(data, QueryDict) else data

@@ -73,4 +73,6 @@ if "drf_spectacular_sidecar" in settings.INSTALLED_APPS:
     ]
 
 # Last: any other URL under /api/v1/ is a 404 in the API's error shape, not an HTML page.
-urlpatterns += [re_path(r"^.*$", views.not_found, name="not-found")]
+# `[\s\S]`, not `.`: a path with a newline in it (%0A) is an API URL too, not Django's HTML
+# 404 page. (A `(?s)` flag would do the same, but Django cannot reverse URLs through it.)
+urlpatterns += [re_path(r"^[\s\S]*$", views.not_found, name="not-found")]

@@ -17,8 +17,10 @@ from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiRequest,
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
     extend_schema_view,
 )
@@ -34,8 +36,9 @@ from rest_framework.response import Response
 from web import gateway_client
 from web.api import selectors as api_selectors
 from web.api import services as api_services
-from web.api.base import ApiView, api_user
+from web.api.base import ApiView, api_user, plain_values
 from web.api.exceptions import ApiError, error_body, request_id_of
+from web.api.fields import QueryDateField, TextField
 from web.api.pagination import PagePagination, paginated_response
 from web.api.serializers import (
     DiagnosisSerializer,
@@ -50,6 +53,9 @@ from web.diagnoses.forms import DISEASE_NAME
 from web.diagnoses.models import Diagnosis
 
 DIAGNOSES = ["diagnoses"]
+IMAGE_URL_MAX_LENGTH = 2048
+# What the multipart `image` must hold (an OpenAPI encoding's list of media types).
+IMAGE_MEDIA_TYPES = "image/jpeg, image/png"
 ID_PARAMETER = OpenApiParameter(
     "diagnosis_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The record's id."
 )
@@ -107,6 +113,20 @@ def _diagnosis_response(request: Request, diagnosis: Diagnosis, *, created: bool
     )
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "uri",
+        # As web.api.fetch.parse_image_url takes it: http or https (any case), then a host
+        # with no user name or password; `format: uri` says the rest.
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@]+([/?#]|$)",
+        "maxLength": IMAGE_URL_MAX_LENGTH,
+    }
+)
+class ImageUrlField(serializers.CharField):
+    """The address of an image; web.api.fetch checks it, as the schema states it, and more."""
+
+
 # --- diagnoses/ ----------------------------------------------------------------------------------
 
 
@@ -118,11 +138,19 @@ class DiagnosisListApi(ApiView):
     class FilterSerializer(serializers.Serializer[dict[str, Any]]):
         """Narrows the list to one top label and a range of creation days (inclusive)."""
 
-        label = serializers.CharField(  # type: ignore[assignment]  # a field, not Field.label
+        label = TextField(  # type: ignore[assignment]  # a field, not Field.label
             required=False, allow_blank=True, max_length=100, help_text="Only this top label."
         )
-        date_from = serializers.DateField(required=False, help_text="Created on or after.")
-        date_to = serializers.DateField(required=False, help_text="Created on or before.")
+        date_from = QueryDateField(
+            required=False,
+            help_text="Created on or after this day (YYYY-MM-DD). Must not be after `date_to`: "
+            "a range that ends before it starts is 400 INVALID_ARGUMENT.",
+        )
+        date_to = QueryDateField(
+            required=False,
+            help_text="Created on or before this day (YYYY-MM-DD). Must not be before "
+            "`date_from`: a range that ends before it starts is 400 INVALID_ARGUMENT.",
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             """Refuses a range that ends before it starts."""
@@ -141,7 +169,7 @@ class DiagnosisListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         """Returns one page of the caller's diagnoses."""
-        filters = DiagnosisListApi.FilterSerializer(data=request.query_params)
+        filters = DiagnosisListApi.FilterSerializer(data=plain_values(request.query_params))
         filters.is_valid(raise_exception=True)
         items = diagnoses_selectors.diagnosis_list(user=api_user(request), **filters.validated_data)
         return paginated_response(
@@ -169,10 +197,12 @@ class DiagnosisCreateApi(ApiView):
     class UrlInputSerializer(serializers.Serializer[dict[str, Any]]):
         """A JSON body: the address of the image, which the server fetches."""
 
-        image_url = serializers.CharField(
-            max_length=2048,
+        image_url = ImageUrlField(
+            max_length=IMAGE_URL_MAX_LENGTH,
             help_text="An http(s) URL of a JPEG or PNG on a public server; redirects are "
-            "not followed.",
+            "not followed. One the server cannot fetch (not http(s), credentials in it, a "
+            "private or local address, no answer, not an image) is 400 with a `reason` "
+            "such as IMAGE_URL_SCHEME or IMAGE_URL_ADDRESS.",
             error_messages={
                 "required": "Send the image as the multipart field `image`, or its address "
                 "as the JSON field `image_url`."
@@ -187,7 +217,10 @@ class DiagnosisCreateApi(ApiView):
         tags=DIAGNOSES,
         description=CREATE_DESCRIPTION,
         request={
-            "multipart/form-data": UploadInputSerializer,
+            # The part's bytes decide, whatever its Content-Type says: a JPEG or a PNG.
+            "multipart/form-data": OpenApiRequest(
+                UploadInputSerializer, encoding={"image": {"contentType": IMAGE_MEDIA_TYPES}}
+            ),
             "application/json": UrlInputSerializer,
         },
         responses={
@@ -200,7 +233,7 @@ class DiagnosisCreateApi(ApiView):
         """Returns the new record; a failed gateway call still stores it (error + record)."""
         user, base_url = api_user(request), _base_url(request)
         if (request.content_type or "").startswith("multipart/"):
-            upload = DiagnosisCreateApi.UploadInputSerializer(data=request.data)
+            upload = DiagnosisCreateApi.UploadInputSerializer(data=plain_values(request.data))
             upload.is_valid(raise_exception=True)
             diagnosis = diagnoses_services.diagnosis_submit(
                 user=user,
@@ -408,8 +441,8 @@ class TokenCreateApi(ApiView):
     class InputSerializer(serializers.Serializer[dict[str, Any]]):
         """The account's log-in."""
 
-        email = serializers.CharField(max_length=254)
-        password = serializers.CharField(max_length=4096, trim_whitespace=False)
+        email = TextField(max_length=254)
+        password = TextField(max_length=4096, trim_whitespace=False)
 
     @extend_schema_serializer(component_name="Token")
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
@@ -428,7 +461,7 @@ class TokenCreateApi(ApiView):
     )
     def post(self, request: Request) -> Response:
         """Returns the token; failed attempts are throttled like the log-in page's."""
-        credentials = TokenCreateApi.InputSerializer(data=request.data)
+        credentials = TokenCreateApi.InputSerializer(data=plain_values(request.data))
         credentials.is_valid(raise_exception=True)
         try:
             token = api_services.auth_token_issue(

@@ -12,7 +12,13 @@ from typing import Any, Literal
 
 from django.http import FileResponse, Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiRequest,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -28,6 +34,8 @@ from web.series.models import SeriesJob
 from web.series.study import ORDERED_BY, PHASE_LABELS, SELECTED_BY, instance_number
 
 SERIES = ["series"]
+# What the multipart `series` must hold (an OpenAPI encoding's media type).
+SERIES_MEDIA_TYPE = "application/zip"
 _Get = Callable[..., FileResponse]
 
 
@@ -106,6 +114,14 @@ class StudySerializer(serializers.Serializer[dict[str, Any]]):
     selected_by = serializers.ChoiceField(choices=list(SELECTED_BY))
 
 
+class JobErrorSerializer(serializers.Serializer[dict[str, Any]]):
+    """Why a job failed, and whether POST series/{id}/retry may run it again."""
+
+    code = serializers.CharField(help_text="The failure's gRPC code name, such as UNAVAILABLE.")
+    message = serializers.CharField()
+    retryable = serializers.BooleanField()
+
+
 class RetryErrorSerializer(serializers.Serializer[dict[str, Any]]):
     """The transient failure an automatic retry follows."""
 
@@ -159,9 +175,9 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
         """Returns the warning shown beside a demonstration model's findings, else ""."""
         return DEMO_MODEL_WARNING if job.demo_model else ""
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: SeriesJob) -> dict[str, Any] | None:
-        """Returns why the job failed, or None."""
+        """Returns why the job failed; null unless it did."""
         if job.status != SeriesJob.Status.FAILED:
             return None
         return {"code": job.error_code, "message": job.error_message, "retryable": job.retryable}
@@ -200,6 +216,7 @@ class SeriesJobSerializer(serializers.Serializer[SeriesJob]):
 class SeriesCreateApi(ApiView):
     """Stores a series zip and queues its analysis; poll GET series/{id}/ for the findings."""
 
+    @extend_schema_serializer(component_name="SeriesUpload")
     class InputSerializer(serializers.Serializer[dict[str, Any]]):
         """A multipart upload: the series zip."""
 
@@ -230,8 +247,13 @@ class SeriesCreateApi(ApiView):
     @extend_schema(
         operation_id="series_create",
         tags=SERIES,
-        request={"multipart/form-data": InputSerializer},
-        responses={202: SeriesJobSerializer, **error_responses(400, 401, 413)},
+        # The bytes decide, whatever the part's Content-Type says: a zip archive.
+        request={
+            "multipart/form-data": OpenApiRequest(
+                InputSerializer, encoding={"series": {"contentType": SERIES_MEDIA_TYPE}}
+            )
+        },
+        responses={202: SeriesJobSerializer, **error_responses(400, 401, 403, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         """Queues the uploaded series; 202 with the job's id, status and the study it holds.
@@ -281,7 +303,7 @@ class SeriesRetryApi(ApiView):
         request=None,
         responses={
             202: SeriesJobSerializer,
-            **error_responses(401),
+            **error_responses(401, 403),
             404: OpenApiResponse(
                 error_responses(404)[404].response,
                 description="No such series, or anybody else's: the same answer.",

@@ -1,4 +1,4 @@
-"""The OpenAPI schema at /api/v1/schema/: valid OpenAPI 3, every endpoint, no generator warnings."""
+"""The OpenAPI schema at /api/v1/schema/: valid OpenAPI 3, every endpoint, and the API keeps it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 from drf_spectacular.validation import validate_schema
+
+from web.accounts.models import User
+from web.tests.test_api_diagnoses import token_client
 
 API = "/api/v1"
 OPERATIONS = {
@@ -122,3 +125,125 @@ def test_the_schema_describes_a_series_study_and_each_slices_dicom_images(
         "instance_number",
         "position_mm",
     }
+
+
+# --- what the schema states and the API holds to (test_api_contract.py checks it all, live)
+
+
+def test_the_schema_states_formats_media_types_and_the_date_rule(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    image_url = components["DiagnosisFromUrlRequest"]["properties"]["image_url"]
+    assert image_url["format"] == "uri" and image_url["pattern"].startswith("^[Hh][Tt][Tt][Pp]")
+    create = schema["paths"]["/api/v1/diagnoses/"]["post"]["requestBody"]["content"]
+    assert create["multipart/form-data"]["encoding"] == {
+        "image": {"contentType": "image/jpeg, image/png"}
+    }
+    series = schema["paths"]["/api/v1/series/"]["post"]["requestBody"]["content"]
+    assert series["multipart/form-data"]["encoding"] == {
+        "series": {"contentType": "application/zip"}
+    }
+    listing = schema["paths"]["/api/v1/diagnoses/"]["get"]
+    parameters = {p["name"]: p for p in listing["parameters"]}
+    assert parameters["page"]["schema"] == {"type": "integer", "minimum": 1}
+    assert parameters["page_size"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 20,
+    }
+    for name in ("date_from", "date_to"):
+        assert parameters[name]["schema"] == {"type": "string", "format": "date"}
+        assert "400 INVALID_ARGUMENT" in parameters[name]["description"]
+    assert "400" in listing["responses"]
+
+
+def test_every_operation_documents_the_rate_limit_and_the_database_being_away(
+    schema: dict[str, Any],
+) -> None:
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            assert {"429", "503"} <= set(operation["responses"]), (method, path)
+            if operation.get("security") != []:
+                assert "401" in operation["responses"], (method, path)
+
+
+def test_the_schema_links_the_created_ids_to_the_operations_that_take_them(
+    schema: dict[str, Any],
+) -> None:
+    operation_ids = {
+        operation["operationId"]
+        for methods in schema["paths"].values()
+        for operation in methods.values()
+    }
+    created = schema["paths"]["/api/v1/diagnoses/"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in created.values()} == {
+        "diagnoses_retrieve",
+        "diagnoses_destroy",
+        "diagnoses_retry",
+        "diagnoses_image",
+        "diagnoses_thumbnail",
+    }
+    assert all(
+        link["parameters"] == {"diagnosis_id": "$response.body#/id"} for link in created.values()
+    )
+    queued = schema["paths"]["/api/v1/series/"]["post"]["responses"]["202"]["links"]
+    assert {link["operationId"] for link in queued.values()} == {
+        "series_retrieve",
+        "series_sr",
+        "series_kos",
+        "series_retry",
+    }
+    assert all(link["parameters"] == {"job_id": "$response.body#/id"} for link in queued.values())
+    assert {link["operationId"] for link in {**created, **queued}.values()} <= operation_ids
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "0"},
+        {"page": "-1"},
+        {"page": "last"},
+        {"page": "1.0"},
+        {"page_size": "0"},
+        {"page_size": "101"},
+        {"page_size": "null"},
+        {"page_size": ""},
+        {"page_size": " 5"},
+        {"page_size": "+5"},
+        {"date_to": ""},
+        {"date_from": "2026-1-5"},
+        {"date_from": "20260105"},
+        {"date_from": "2026-W02-1"},
+        {"date_from": "2026-02-02", "date_to": "2026-01-01"},
+    ],
+)
+def test_a_list_query_the_schema_refuses_the_api_refuses_with_a_400(
+    alice: User, query: dict[str, str]
+) -> None:
+    response = token_client(alice).get(f"{API}/diagnoses/", query)
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "INVALID_ARGUMENT"
+    assert set(error["fields"]) <= {*query, "non_field_errors"}
+
+
+def test_a_list_query_the_schema_allows_the_api_answers(alice: User) -> None:
+    client = token_client(alice)
+    for query in (
+        {"page": "1", "page_size": "1"},
+        {"page_size": "100"},
+        {"date_from": "2026-01-05", "date_to": "2026-01-05", "label": ""},
+    ):
+        response = client.get(f"{API}/diagnoses/", query)
+        assert response.status_code == 200, (query, response.content)
+    past_the_end = client.get(f"{API}/diagnoses/", {"page": "2"})
+    assert past_the_end.status_code == 404
+    assert past_the_end.json()["error"]["code"] == "NOT_FOUND"
+
+
+def test_any_path_under_the_api_is_answered_in_its_error_shape(alice: User) -> None:
+    client = token_client(alice)
+    for path in ("/api/v1/nothing/", "/api/v1/series/%0A%C3%81/kos", "/api/v1/diagnoses/%0A/"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "NOT_FOUND"
