@@ -64,9 +64,15 @@ class ModelCatalog:
         # Shielded: one caller giving up must not cancel the fetch the others wait for.
         return await asyncio.shield(entry.task)
 
-    async def list(self, routes: Sequence[Route]) -> list[model_registry_pb2.RegisteredModel]:
-        """Returns the descriptions of routes, in their order, asking stale ones concurrently."""
-        wanted = set(routes)
+    async def list(
+        self, routes: Sequence[Route], *, known: Sequence[Route] | None = None
+    ) -> list[model_registry_pb2.RegisteredModel]:
+        """Returns the descriptions of routes, in their order, asking stale ones concurrently.
+
+        Cached descriptions of routes that are not among `known` (by default `routes`:
+        a page passes every route) are forgotten.
+        """
+        wanted = set(routes if known is None else known)
         for stale in [route for route in self._entries if route not in wanted]:
             del self._entries[stale]
         return list(await asyncio.gather(*(self.describe(route) for route in routes)))

@@ -12,9 +12,10 @@ import grpc.aio
 from medimg.v1 import model_registry_pb2, model_registry_pb2_grpc, trainer_service_pb2
 
 from gateway import convert
-from gateway.registry import RouteKind
+from gateway.registry import Route, RouteKind
 from gateway.router import Router, check_admin
 from gateway.upstream import upstream_timeout
+from servicekit import pagination
 from servicekit.errors import BackendUnavailable, InvalidArgument
 from servicekit.server import ServiceBinding
 
@@ -343,9 +344,11 @@ class RegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):
     async def ListModels(
         self, request: model_registry_pb2.ListModelsRequest, context: Context
     ) -> model_registry_pb2.ListModelsResponse:
-        """Returns every route with its model's description, sorted by disease."""
-        models = await self._router.catalog.list(self._router.table.model_routes())
-        return model_registry_pb2.ListModelsResponse(models=models)
+        """Returns one page of the routes with their models' descriptions, sorted by disease."""
+        routes = self._router.table.model_routes()
+        chunk, token = pagination.page(routes, _disease, request.page_size, request.page_token)
+        models = await self._router.catalog.list(chunk, known=routes)
+        return model_registry_pb2.ListModelsResponse(models=models, next_page_token=token)
 
     async def RegisterModel(
         self, request: model_registry_pb2.RegisterModelRequest, context: Context
@@ -402,3 +405,7 @@ def _adder(
         server.add_registered_method_handlers(service, handlers)
 
     return add
+
+
+def _disease(route: Route) -> str:
+    return route.disease

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -105,19 +106,29 @@ def diagnose_files(
 
 
 def list_models(address: str, *, timeout_s: float) -> list[model_registry_pb2.RegisteredModel]:
-    """Returns the gateway's registered models; raises CallFailed when the call fails."""
+    """Returns every registered model, page by page, within one deadline of timeout_s.
+
+    Raises CallFailed when a call fails.
+    """
     request_id = new_request_id()
+    deadline = time.monotonic() + timeout_s
+    models: list[model_registry_pb2.RegisteredModel] = []
+    token = ""
     with grpc.insecure_channel(address) as channel:
         stub = model_registry_pb2_grpc.ModelRegistryStub(channel)
-        try:
-            response = stub.ListModels(
-                model_registry_pb2.ListModelsRequest(),
-                timeout=timeout_s,
-                metadata=((REQUEST_ID_KEY, request_id),),
-            )
-        except grpc.RpcError as exc:
-            raise call_failed(exc, request_id) from None
-    return list(response.models)
+        while True:
+            try:
+                response = stub.ListModels(
+                    model_registry_pb2.ListModelsRequest(page_token=token),
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                    metadata=((REQUEST_ID_KEY, request_id),),
+                )
+            except grpc.RpcError as exc:
+                raise call_failed(exc, request_id) from None
+            models.extend(response.models)
+            token = response.next_page_token
+            if not token:
+                return models
 
 
 def call_failed(exc: grpc.RpcError, request_id: str) -> CallFailed:

@@ -81,3 +81,71 @@ def test_every_enum_starts_with_its_unspecified_value() -> None:
             assert enum.values[0].name == f"{prefix}_UNSPECIFIED"
             assert enum.values[0].number == 0
             assert all(value.name.startswith(prefix + "_") for value in enum.values)
+
+
+def _messages() -> list[object]:
+    from medimg.v1 import (
+        diagnosis_service_pb2,
+        model_info_pb2,
+        model_registry_pb2,
+        series_analysis_service_pb2,
+        trainer_service_pb2,
+    )
+
+    modules = (
+        diagnosis_service_pb2,
+        model_info_pb2,
+        model_registry_pb2,
+        series_analysis_service_pb2,
+        trainer_service_pb2,
+    )
+    return [message for m in modules for message in m.DESCRIPTOR.message_types_by_name.values()]
+
+
+def test_every_list_rpc_is_paginated_as_aip_158_says() -> None:
+    from medimg.v1 import model_registry_pb2, trainer_service_pb2
+
+    methods = [
+        method
+        for module in (model_registry_pb2, trainer_service_pb2)
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.name.startswith("List")
+    ]
+    assert {m.name for m in methods} >= {"ListModels", "ListProjects", "ListPublishedModels"}
+    for method in methods:
+        request = {f.name: f.type for f in method.input_type.fields}
+        response = {f.name: f.type for f in method.output_type.fields}
+        assert request.get("page_size") == 5 and request.get("page_token") == 9, method.name
+        assert response.get("next_page_token") == 9, method.name  # 5: int32, 9: string
+
+
+def test_no_message_carries_parallel_arrays_but_deprecated_ones() -> None:
+    # Two repeated scalars of one message whose comment says "in the order of" the other:
+    # one repeated message of both is the contract; the scalar copy is only kept, marked
+    # deprecated, for callers built before it (buf breaking forbids removing it in v1).
+    parallel = []
+    for proto in GENERATED.glob("*.proto"):
+        lines = proto.read_text().splitlines()
+        for number, line in enumerate(lines):
+            stripped = line.strip()
+            comment = []
+            above = number - 1
+            while above >= 0 and lines[above].strip().startswith("//"):
+                comment.insert(0, lines[above])
+                above -= 1
+            if stripped.startswith("repeated ") and "in the order of" in " ".join(comment):
+                scalar = stripped.split()[1] in ("int32", "int64", "float", "double", "bool")
+                if scalar and "deprecated = true" not in stripped:
+                    parallel.append(f"{proto.name}:{number + 1}: {stripped}")
+    assert not parallel, "\n".join(parallel)
+
+
+def test_every_list_of_class_scores_is_in_the_one_order() -> None:
+    text = {proto.name: proto.read_text() for proto in GENERATED.glob("*.proto")}
+    assert "lists the\n// classes by score, highest first" in text["diagnosis_service.proto"]
+    for name, source in text.items():
+        lines = source.splitlines()
+        for number, line in enumerate(lines):
+            if line.strip().startswith("repeated ClassScore "):
+                assert "highest first (see ClassScore)" in lines[number - 1], f"{name}:{number}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf.timestamp_pb2 import Timestamp
 from medimg.v1 import diagnosis_service_pb2, model_info_pb2
 from medimg.v1 import trainer_service_pb2 as pb
@@ -38,6 +40,7 @@ def to_project(view: ProjectView) -> pb.Project:
         display_name=project.display_name,
         labels=project.labels,
         example_counts=view.example_counts,
+        label_counts=to_label_counts(project.labels, view.example_counts),
         create_time=_timestamp(project.create_time),
         latest_training_job=(
             job_name(project.project_id, project.latest_training_job)
@@ -46,6 +49,14 @@ def to_project(view: ProjectView) -> pb.Project:
         ),
         published_disease=project.published_disease,
     )
+
+
+def to_label_counts(labels: Sequence[str], counts: Sequence[int]) -> list[pb.LabelCount]:
+    """Returns each label with its number of examples, in the order of the labels."""
+    return [
+        pb.LabelCount(label=label, example_count=count)
+        for label, count in zip(labels, counts, strict=True)
+    ]
 
 
 def _metrics(metrics: EpochMetrics) -> pb.EpochMetrics:
@@ -78,13 +89,16 @@ def to_job(snapshot: JobSnapshot) -> pb.TrainingJob:
 def to_prediction(frame_id: int, ranked: Ranked, labels: tuple[str, ...], dropped: int) -> (
     pb.StreamPredictionsResponse
 ):  # fmt: skip
-    """Returns the prediction for one frame, with scores in the order of the project's labels."""
-    scores = dict(ranked.scores)
+    """Returns the prediction for one frame, scores highest first (medimg.v1's one order)."""
+    order = {label: index for index, label in enumerate(labels)}
+    # Ranked is highest first already; equal scores keep the labels' order, as ClassScore says.
+    ranked_scores = sorted(ranked.scores, key=lambda item: (-item[1], order.get(item[0], 0)))
     return pb.StreamPredictionsResponse(
         frame_id=frame_id,
         top_label=ranked.top_label,
         scores=[
-            diagnosis_service_pb2.ClassScore(label=label, score=scores[label]) for label in labels
+            diagnosis_service_pb2.ClassScore(label=label, score=score)
+            for label, score in ranked_scores
         ],
         dropped_frame_count=dropped,
     )

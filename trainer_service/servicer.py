@@ -14,13 +14,14 @@ from medimg.v1 import (
     trainer_service_pb2_grpc,
 )
 
+from servicekit import pagination
 from servicekit.errors import InvalidArgument
 from servicekit.server import ServiceBinding
-from trainer_service import convert, listing, names
+from trainer_service import convert, names
 from trainer_service.names import TrainParams
 from trainer_service.predict import LatestFrameSlot
 from trainer_service.publish import PublishedModel
-from trainer_service.service import Trainer
+from trainer_service.service import ProjectView, Trainer
 
 pb = trainer_service_pb2
 TRAINER_SERVICE = "medimg.v1.TrainerService"
@@ -51,9 +52,8 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
     async def ListProjects(
         self, request: pb.ListProjectsRequest, context: Context
     ) -> pb.ListProjectsResponse:
-        """Returns the projects, newest first."""
-        views = await asyncio.to_thread(self._trainer.list_projects)
-        return pb.ListProjectsResponse(projects=[convert.to_project(view) for view in views])
+        """Returns one page of the projects, newest first."""
+        return list_projects(await asyncio.to_thread(self._trainer.list_projects), request)
 
     async def DeleteProject(
         self, request: pb.DeleteProjectRequest, context: Context
@@ -86,7 +86,12 @@ class TrainerServicer(trainer_service_pb2_grpc.TrainerServiceServicer):
                 position += 1
 
         accepted, counts = await self._trainer.upload_examples(project_id, examples())
-        return pb.UploadExamplesResponse(accepted_count=accepted, example_counts=counts)
+        labels = self._trainer.get_project(project_id).project.labels
+        return pb.UploadExamplesResponse(
+            accepted_count=accepted,
+            example_counts=counts,
+            label_counts=convert.to_label_counts(labels, counts),
+        )
 
     async def Train(
         self, request: pb.TrainRequest, context: Context
@@ -192,6 +197,28 @@ class PublishedDiagnosisServicer(diagnosis_service_pb2_grpc.DiagnosisServiceServ
         return diagnosis_service_pb2.GetModelInfoResponse(model=convert.to_model_info(published))
 
 
+def list_projects(views: Sequence[ProjectView], request: pb.ListProjectsRequest) -> (
+    pb.ListProjectsResponse
+):  # fmt: skip
+    """Returns the page of the projects (newest first) that request asks for.
+
+    Raises:
+        InvalidArgument: a negative page size, or a page token this trainer did not make.
+    """
+    ordered = sorted(views, key=_newest_first)
+    chunk, token = pagination.page(ordered, _newest_first, request.page_size, request.page_token)
+    return pb.ListProjectsResponse(
+        projects=[convert.to_project(view) for view in chunk], next_page_token=token
+    )
+
+
+def _newest_first(view: ProjectView) -> str:
+    # These keys sort ascending newest first (microseconds counted down from far in the
+    # future); the id orders projects created in the same microsecond.
+    micros = round(view.project.create_time * 1_000_000)
+    return f"{10**17 - micros:018d}:{view.project.project_id}"
+
+
 def list_published_models(
     published: Sequence[PublishedModel], request: pb.ListPublishedModelsRequest
 ) -> pb.ListPublishedModelsResponse:
@@ -200,7 +227,7 @@ def list_published_models(
     Raises:
         InvalidArgument: a negative page size, or a page token this trainer did not make.
     """
-    models, token = listing.page(published, _disease_of, request.page_size, request.page_token)
+    models, token = pagination.page(published, _disease_of, request.page_size, request.page_token)
     return pb.ListPublishedModelsResponse(
         published_models=[convert.to_published_model(m) for m in models],
         next_page_token=token,

@@ -53,6 +53,35 @@ async def test_it_lists_every_route_sorted_with_its_model_and_availability(tmp_p
     assert skin.replica_count == 2
 
 
+async def test_it_lists_page_by_page_and_asks_only_the_pages_services(tmp_path: Path) -> None:
+    alice = FakeDiagnosis("alice")
+    async with upstream(alice) as a:
+        diseases = ["acne", "lung", "retina", "skin", "wound"]
+        routes = ";".join(f"{d}=image@{a}" for d in diseases)
+        async with gateway(gateway_settings(tmp_path, ROUTES=routes)) as channel:
+            stub = model_registry_pb2_grpc.ModelRegistryStub(channel)
+            pages, token = [], ""
+            while True:
+                request = model_registry_pb2.ListModelsRequest(page_size=2, page_token=token)
+                response = await stub.ListModels(request)
+                pages.append([m.disease for m in response.models])
+                if len(pages) == 1:
+                    first_page_calls = alice.model_info_calls
+                token = response.next_page_token
+                if not token:
+                    break
+            with pytest.raises(grpc.aio.AioRpcError) as bad_token:
+                await stub.ListModels(model_registry_pb2.ListModelsRequest(page_token="nope"))
+            with pytest.raises(grpc.aio.AioRpcError) as bad_size:
+                await stub.ListModels(model_registry_pb2.ListModelsRequest(page_size=-1))
+            everything = await stub.ListModels(model_registry_pb2.ListModelsRequest())
+    assert pages == [["acne", "lung"], ["retina", "skin"], ["wound"]]
+    assert first_page_calls == 2  # one page's services are asked, not every route's
+    assert bad_token.value.code() == bad_size.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [m.disease for m in everything.models] == diseases
+    assert everything.next_page_token == ""
+
+
 async def test_it_asks_each_service_once_per_ttl(tmp_path: Path) -> None:
     alice = FakeDiagnosis("alice")
     async with upstream(alice) as a:

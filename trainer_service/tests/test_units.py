@@ -11,9 +11,10 @@ from PIL import Image
 
 from gateway.registry import RouteError
 from gateway.registry import validate_disease as gateway_validate_disease
+from servicekit import pagination
 from servicekit.errors import InvalidArgument
 from servicekit.settings import SettingsError
-from trainer_service import listing, names
+from trainer_service import names
 from trainer_service.demo_images import DEMO_LABELS, demo_images
 from trainer_service.predict import LatestFrameSlot
 from trainer_service.settings import Settings, retired_variables
@@ -133,29 +134,63 @@ def test_pages_follow_the_last_key_and_end_with_an_empty_token() -> None:
     items = ["a", "b", "c", "d", "e"]
     pages, token = [], ""
     while True:
-        chunk, token = listing.page(items, str, 2, token)
+        chunk, token = pagination.page(items, str, 2, token)
         pages.append(chunk)
         if not token:
             break
         assert "c" not in token  # opaque, not the key in clear
     assert pages == [["a", "b"], ["c", "d"], ["e"]]
     # A key removed between two pages hides nothing else and repeats nothing.
-    first, token = listing.page(items, str, 2, "")
-    rest, _ = listing.page(["a", "c", "d", "e"], str, 10, token)
+    first, token = pagination.page(items, str, 2, "")
+    rest, _ = pagination.page(["a", "c", "d", "e"], str, 10, token)
     assert (first, rest) == (["a", "b"], ["c", "d", "e"])
-    assert listing.page(items, str, 5, "") == (items, "")
-    assert listing.page([], str, 0, "") == ([], "")
+    assert pagination.page(items, str, 5, "") == (items, "")
+    assert pagination.page([], str, 0, "") == ([], "")
 
 
 def test_page_sizes_default_cap_and_refuse_negatives() -> None:
-    assert listing.page_size(0) == listing.DEFAULT_PAGE_SIZE == 100
-    assert listing.page_size(5000) == listing.MAX_PAGE_SIZE == 1000
-    assert listing.page_size(7) == 7
+    assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE == 100
+    assert pagination.page_size(5000) == pagination.MAX_PAGE_SIZE == 1000
+    assert pagination.page_size(7) == 7
     with pytest.raises(InvalidArgument, match="page_size"):
-        listing.page_size(-1)
+        pagination.page_size(-1)
 
 
-@pytest.mark.parametrize("token", ["not base64!", "aGVsbG8", listing.page_token("")[:-2], "djE6"])
+@pytest.mark.parametrize(
+    "token", ["not base64!", "aGVsbG8", pagination.page_token("")[:-2], "djE6"]
+)
 def test_a_token_this_service_did_not_make_is_invalid_argument(token: str) -> None:
     with pytest.raises(InvalidArgument, match="page_token"):
-        listing.page(["a"], str, 1, token)
+        pagination.page(["a"], str, 1, token)
+
+
+def test_projects_are_listed_newest_first_page_by_page_with_each_labels_count() -> None:
+    from medimg.v1 import trainer_service_pb2 as pb
+
+    from trainer_service.service import ProjectView
+    from trainer_service.servicer import list_projects
+    from trainer_service.store import Project
+
+    # Two projects created in the same microsecond: their ids order them.
+    times = {"p1": 100.0, "p2": 300.0, "p3": 200.0, "p4": 300.0, "p5": 50.0}
+    views = [
+        ProjectView(Project(pid, pid.upper(), ("cat", "dog"), created), (index, 2 * index))
+        for index, (pid, created) in enumerate(times.items())
+    ]
+    pages, token = [], ""
+    while True:
+        response = list_projects(views, pb.ListProjectsRequest(page_size=2, page_token=token))
+        pages.append([project.name for project in response.projects])
+        token = response.next_page_token
+        if not token:
+            break
+    assert pages == [
+        ["projects/p2", "projects/p4"],
+        ["projects/p3", "projects/p1"],
+        ["projects/p5"],
+    ]
+    first = list_projects(views, pb.ListProjectsRequest()).projects[-1]  # p5: counts (4, 8)
+    assert [(c.label, c.example_count) for c in first.label_counts] == [("cat", 4), ("dog", 8)]
+    assert list(first.example_counts) == [4, 8]  # the deprecated copy, for older callers
+    with pytest.raises(InvalidArgument, match="page_token"):
+        list_projects(views, pb.ListProjectsRequest(page_token="elsewhere"))

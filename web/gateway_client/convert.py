@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from medimg.v1 import model_info_pb2, series_analysis_service_pb2, trainer_service_pb2
@@ -97,7 +98,7 @@ def project(project: trainer_service_pb2.Project) -> TrainerProject:
         name=project.name,
         display_name=project.display_name,
         labels=tuple(project.labels),
-        example_counts=tuple(project.example_counts),
+        example_counts=example_counts(project.labels, project.label_counts, project.example_counts),
         latest_training_job=project.latest_training_job,
         published_disease=project.published_disease,
     )
@@ -128,3 +129,19 @@ def job_state(job: trainer_service_pb2.TrainingJob) -> TrainingJobState:
 def probability(value: float) -> float:
     """Returns a float32 probability as the nearest short decimal (0.7, not 0.69999998)."""
     return round(float(value), 6)
+
+
+def example_counts(
+    labels: Iterable[str],
+    label_counts: Iterable[trainer_service_pb2.LabelCount],
+    legacy: Iterable[int],
+) -> tuple[int, ...]:
+    """Returns the examples of each label, in the labels' order.
+
+    From `label_counts`; from the deprecated parallel `example_counts` when a trainer
+    older than label_counts answered.
+    """
+    counted = {entry.label: entry.example_count for entry in label_counts}
+    if not counted:
+        return tuple(legacy)
+    return tuple(counted.get(label, 0) for label in labels)

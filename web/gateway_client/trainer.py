@@ -74,7 +74,10 @@ class TrainerCalls(Connection):
         )
         timeout = self.config.trainer_timeout_s
         response = self._trainer_call("UploadExamples", messages, timeout, request_id)
-        return UploadReceipt(response.accepted_count, tuple(response.example_counts))
+        counts = (entry.example_count for entry in response.label_counts)
+        return UploadReceipt(
+            response.accepted_count, tuple(counts) or tuple(response.example_counts)
+        )
 
     def train(
         self, *, project: str, settings: TrainSettings, request_id: str | None = None

@@ -158,24 +158,27 @@ class FakeGateway(
 
     def ListModels(self, request: Any, context: Any) -> model_registry_pb2.ListModelsResponse:
         self._seen(context)
-        return model_registry_pb2.ListModelsResponse(
-            models=[
-                model_registry_pb2.RegisteredModel(
-                    disease="mri",
-                    kind=model_info_pb2.MODEL_KIND_SERIES_ANALYZER,
-                    available=False,
-                    unavailable_reason="the service did not answer",
-                    replica_count=1,
-                ),
-                model_registry_pb2.RegisteredModel(
-                    disease="skin",
-                    kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
-                    model=model_info("skin"),
-                    available=True,
-                    replica_count=2,
-                ),
-            ]
+        # One disease a page, as a gateway with a small page size answers: the client must
+        # follow next_page_token to list both.
+        if request.page_token == "":
+            mri = model_registry_pb2.RegisteredModel(
+                disease="mri",
+                kind=model_info_pb2.MODEL_KIND_SERIES_ANALYZER,
+                available=False,
+                unavailable_reason="the service did not answer",
+                replica_count=1,
+            )
+            return model_registry_pb2.ListModelsResponse(models=[mri], next_page_token="after-mri")
+        if request.page_token != "after-mri":
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "bad page_token", "PAGE_TOKEN")
+        skin = model_registry_pb2.RegisteredModel(
+            disease="skin",
+            kind=model_info_pb2.MODEL_KIND_IMAGE_CLASSIFIER,
+            model=model_info("skin"),
+            available=True,
+            replica_count=2,
         )
+        return model_registry_pb2.ListModelsResponse(models=[skin])
 
     def RegisterModel(self, request: Any, context: Any) -> model_registry_pb2.RegisterModelResponse:
         abort(context, grpc.StatusCode.UNIMPLEMENTED, "not here", "UNIMPLEMENTED")

@@ -68,8 +68,9 @@ def test_it_sends_the_current_request_id_when_none_is_given(
     finally:
         reset_request_id(token)
     client.list_models()
-    assert fake.request_ids[0] == "from-middleware"
-    assert len(fake.request_ids[1]) == 32  # a fresh one
+    first, second = fake.request_ids[:2], fake.request_ids[2:]  # two pages each
+    assert first == ["from-middleware"] * 2
+    assert len(second) == 2 and second[0] == second[1] and len(second[0]) == 32  # a fresh one
 
 
 def test_it_replaces_a_malformed_request_id_with_a_fresh_one(
@@ -86,11 +87,10 @@ def test_every_call_carries_a_deadline(client: GatewayClient, fake: FakeGateway)
     client.list_models()
     client.analyze_series(chunks=[b"zip"], disease="mri")
     remaining = fake.time_remaining
-    assert len(remaining) == 4 and all(r is not None for r in remaining)
-    diagnose, info, listing, series = (float(r or 0) for r in remaining)
-    assert (
-        4 < diagnose < 5.1 and 1 < info < 2.1 and 1 < listing < 2.1 and 250 < series < 302
-    )  # grpc rounds long timeouts up
+    assert len(remaining) == 5 and all(r is not None for r in remaining)
+    diagnose, info, page_1, page_2, series = (float(r or 0) for r in remaining)
+    assert 4 < diagnose < 5.1 and 1 < info < 2.1 and 250 < series < 302  # grpc rounds up
+    assert 1 < page_1 < 2.1 and 1 < page_2 < 2.1  # the two pages share the one deadline
 
 
 @pytest.mark.parametrize(

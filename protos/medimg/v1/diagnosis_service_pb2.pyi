@@ -47,7 +47,9 @@ Global___DiagnoseRequest: _TypeAlias = DiagnoseRequest  # noqa: Y015
 
 @_typing.final
 class ClassScore(_message.Message):
-    """Holds the probability of one class."""
+    """Holds the probability of one class. Every repeated ClassScore of medimg.v1 lists the
+    classes by score, highest first; equal scores keep the order of the model's labels.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -98,7 +100,7 @@ class DiagnoseResponse(_message.Message):
     """True when a demonstration model produced the scores: never for clinical use."""
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassScore]:
-        """Probability of every class, highest first; they sum to 1."""
+        """Probability of every class, highest first (see ClassScore); they sum to 1."""
 
     def __init__(
         self,

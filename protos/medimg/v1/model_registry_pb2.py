@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from medimg.v1 import model_info_pb2 as medimg_dot_v1_dot_model__info__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emedimg/v1/model_registry.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"\xb1\x01\n\x0fRegisteredModel\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.medimg.v1.ModelKind\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.medimg.v1.ModelInfo\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x15\n\rreplica_count\x18\x06 \x01(\x05\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.medimg.v1.RegisteredModel\"^\n\x14RegisterModelRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.medimg.v1.ModelKind\x12\x11\n\taddresses\x18\x03 \x03(\t\"B\n\x15RegisterModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.medimg.v1.RegisteredModel\")\n\x16UnregisterModelRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"\x19\n\x17UnregisterModelResponse2\x88\x02\n\rModelRegistry\x12I\n\nListModels\x12\x1c.medimg.v1.ListModelsRequest\x1a\x1d.medimg.v1.ListModelsResponse\x12R\n\rRegisterModel\x12\x1f.medimg.v1.RegisterModelRequest\x1a .medimg.v1.RegisterModelResponse\x12X\n\x0fUnregisterModel\x12!.medimg.v1.UnregisterModelRequest\x1a\".medimg.v1.UnregisterModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emedimg/v1/model_registry.proto\x12\tmedimg.v1\x1a\x1amedimg/v1/model_info.proto\"\xb1\x01\n\x0fRegisteredModel\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.medimg.v1.ModelKind\x12#\n\x05model\x18\x03 \x01(\x0b\x32\x14.medimg.v1.ModelInfo\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x05 \x01(\t\x12\x15\n\rreplica_count\x18\x06 \x01(\x05\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.medimg.v1.RegisteredModel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"^\n\x14RegisterModelRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.medimg.v1.ModelKind\x12\x11\n\taddresses\x18\x03 \x03(\t\"B\n\x15RegisterModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.medimg.v1.RegisteredModel\")\n\x16UnregisterModelRequest\x12\x0f\n\x07\x64isease\x18\x01 \x01(\t\"\x19\n\x17UnregisterModelResponse2\x88\x02\n\rModelRegistry\x12I\n\nListModels\x12\x1c.medimg.v1.ListModelsRequest\x1a\x1d.medimg.v1.ListModelsResponse\x12R\n\rRegisterModel\x12\x1f.medimg.v1.RegisterModelRequest\x1a .medimg.v1.RegisterModelResponse\x12X\n\x0fUnregisterModel\x12!.medimg.v1.UnregisterModelRequest\x1a\".medimg.v1.UnregisterModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTEREDMODEL']._serialized_start=74
   _globals['_REGISTEREDMODEL']._serialized_end=251
   _globals['_LISTMODELSREQUEST']._serialized_start=253
-  _globals['_LISTMODELSREQUEST']._serialized_end=272
-  _globals['_LISTMODELSRESPONSE']._serialized_start=274
-  _globals['_LISTMODELSRESPONSE']._serialized_end=338
-  _globals['_REGISTERMODELREQUEST']._serialized_start=340
-  _globals['_REGISTERMODELREQUEST']._serialized_end=434
-  _globals['_REGISTERMODELRESPONSE']._serialized_start=436
-  _globals['_REGISTERMODELRESPONSE']._serialized_end=502
-  _globals['_UNREGISTERMODELREQUEST']._serialized_start=504
-  _globals['_UNREGISTERMODELREQUEST']._serialized_end=545
-  _globals['_UNREGISTERMODELRESPONSE']._serialized_start=547
-  _globals['_UNREGISTERMODELRESPONSE']._serialized_end=572
-  _globals['_MODELREGISTRY']._serialized_start=575
-  _globals['_MODELREGISTRY']._serialized_end=839
+  _globals['_LISTMODELSREQUEST']._serialized_end=311
+  _globals['_LISTMODELSRESPONSE']._serialized_start=313
+  _globals['_LISTMODELSRESPONSE']._serialized_end=402
+  _globals['_REGISTERMODELREQUEST']._serialized_start=404
+  _globals['_REGISTERMODELREQUEST']._serialized_end=498
+  _globals['_REGISTERMODELRESPONSE']._serialized_start=500
+  _globals['_REGISTERMODELRESPONSE']._serialized_end=566
+  _globals['_UNREGISTERMODELREQUEST']._serialized_start=568
+  _globals['_UNREGISTERMODELREQUEST']._serialized_end=609
+  _globals['_UNREGISTERMODELRESPONSE']._serialized_start=611
+  _globals['_UNREGISTERMODELRESPONSE']._serialized_end=636
+  _globals['_MODELREGISTRY']._serialized_start=639
+  _globals['_MODELREGISTRY']._serialized_end=903
 # @@protoc_insertion_point(module_scope)

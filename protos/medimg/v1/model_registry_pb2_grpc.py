@@ -57,7 +57,7 @@ class ModelRegistryServicer:
     """
 
     def ListModels(self, request, context):
-        """Returns every disease the gateway routes, with its model's description.
+        """Returns the diseases the gateway routes, with their models, one page at a time (AIP-158).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

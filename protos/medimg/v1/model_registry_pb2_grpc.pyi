@@ -34,7 +34,7 @@ class ModelRegistryStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ModelRegistryAsyncStub: ...
     ListModels: _grpc.UnaryUnaryMultiCallable[_model_registry_pb2.ListModelsRequest, _model_registry_pb2.ListModelsResponse]
-    """Returns every disease the gateway routes, with its model's description."""
+    """Returns the diseases the gateway routes, with their models, one page at a time (AIP-158)."""
     RegisterModel: _grpc.UnaryUnaryMultiCallable[_model_registry_pb2.RegisterModelRequest, _model_registry_pb2.RegisterModelResponse]
     """Adds or replaces the route of a disease; the route survives a gateway restart."""
     UnregisterModel: _grpc.UnaryUnaryMultiCallable[_model_registry_pb2.UnregisterModelRequest, _model_registry_pb2.UnregisterModelResponse]
@@ -46,7 +46,7 @@ class ModelRegistryAsyncStub(ModelRegistryStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_model_registry_pb2.ListModelsRequest, _model_registry_pb2.ListModelsResponse]  # type: ignore[assignment]
-    """Returns every disease the gateway routes, with its model's description."""
+    """Returns the diseases the gateway routes, with their models, one page at a time (AIP-158)."""
     RegisterModel: _aio.UnaryUnaryMultiCallable[_model_registry_pb2.RegisterModelRequest, _model_registry_pb2.RegisterModelResponse]  # type: ignore[assignment]
     """Adds or replaces the route of a disease; the route survives a gateway restart."""
     UnregisterModel: _aio.UnaryUnaryMultiCallable[_model_registry_pb2.UnregisterModelRequest, _model_registry_pb2.UnregisterModelResponse]  # type: ignore[assignment]
@@ -61,7 +61,7 @@ class ModelRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _model_registry_pb2.ListModelsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_model_registry_pb2.ListModelsResponse, _abc.Awaitable[_model_registry_pb2.ListModelsResponse]]:
-        """Returns every disease the gateway routes, with its model's description."""
+        """Returns the diseases the gateway routes, with their models, one page at a time (AIP-158)."""
 
     @_abc_1.abstractmethod
     def RegisterModel(

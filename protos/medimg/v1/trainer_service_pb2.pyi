@@ -20,6 +20,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _TrainingJobState:
@@ -71,6 +76,7 @@ class Project(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     LATEST_TRAINING_JOB_FIELD_NUMBER: _builtins.int
     PUBLISHED_DISEASE_FIELD_NUMBER: _builtins.int
+    LABEL_COUNTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, "projects/{project_id}"."""
     display_name: _builtins.str
@@ -84,12 +90,19 @@ class Project(_message.Message):
         """Class labels, 2 to 10, unique."""
 
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def example_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Number of stored examples per label, in the order of labels."""
+        """Deprecated: the counts of label_counts, in the order of labels; filled for callers
+        built before label_counts, and removed in medimg.v2.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Time the project was created."""
+
+    @_builtins.property
+    def label_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelCount]:
+        """Number of stored examples of each label, one entry per label in the order of labels."""
 
     def __init__(
         self,
@@ -101,14 +114,41 @@ class Project(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         latest_training_job: _builtins.str = ...,
         published_disease: _builtins.str = ...,
+        label_counts: _abc.Iterable[Global___LabelCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "example_counts", b"example_counts", "labels", b"labels", "latest_training_job", b"latest_training_job", "name", b"name", "published_disease", b"published_disease"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "example_counts", b"example_counts", "label_counts", b"label_counts", "labels", b"labels", "latest_training_job", b"latest_training_job", "name", b"name", "published_disease", b"published_disease"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Project: _TypeAlias = Project  # noqa: Y015
+
+@_typing.final
+class LabelCount(_message.Message):
+    """Holds how many examples of one label a project has."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    EXAMPLE_COUNT_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    """Class label, one of the project's labels."""
+    example_count: _builtins.int
+    """Number of stored examples of the label."""
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        example_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["example_count", b"example_count", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelCount: _TypeAlias = LabelCount  # noqa: Y015
 
 @_typing.final
 class CreateProjectRequest(_message.Message):
@@ -210,16 +250,25 @@ Global___GetProjectResponse: _TypeAlias = GetProjectResponse  # noqa: Y015
 
 @_typing.final
 class ListProjectsRequest(_message.Message):
-    """Asks for the projects."""
+    """Asks for one page of the projects."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Most projects to return, 1 to 1000; 0 means 100 and above 1000 means 1000; negative is refused."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, as received; empty for the first page."""
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,23 +276,27 @@ Global___ListProjectsRequest: _TypeAlias = ListProjectsRequest  # noqa: Y015
 
 @_typing.final
 class ListProjectsResponse(_message.Message):
-    """Carries the projects."""
+    """Carries one page of the projects."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PROJECTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
     @_builtins.property
     def projects(self) -> _containers.RepeatedCompositeFieldContainer[Global___Project]:
-        """The projects, newest first."""
+        """The projects of this page, newest first."""
 
     def __init__(
         self,
         *,
         projects: _abc.Iterable[Global___Project] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["projects", b"projects"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "projects", b"projects"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,21 +379,30 @@ class UploadExamplesResponse(_message.Message):
 
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     EXAMPLE_COUNTS_FIELD_NUMBER: _builtins.int
+    LABEL_COUNTS_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Number of examples stored by this call."""
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def example_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
-        """Number of examples per label after this call, in the order of the project's labels."""
+        """Deprecated: the counts of label_counts, in the order of the project's labels; filled
+        for callers built before label_counts, and removed in medimg.v2.
+        """
+
+    @_builtins.property
+    def label_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelCount]:
+        """Number of examples of each label after this call, in the order of the project's labels."""
 
     def __init__(
         self,
         *,
         accepted_count: _builtins.int = ...,
         example_counts: _abc.Iterable[_builtins.int] | None = ...,
+        label_counts: _abc.Iterable[Global___LabelCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "example_counts", b"example_counts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "example_counts", b"example_counts", "label_counts", b"label_counts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,7 +754,7 @@ class StreamPredictionsResponse(_message.Message):
     """Number of frames dropped since the previous prediction because a newer one arrived."""
     @_builtins.property
     def scores(self) -> _containers.RepeatedCompositeFieldContainer[_diagnosis_service_pb2.ClassScore]:
-        """Probability of every label, in the order of the project's labels."""
+        """Probability of every label, highest first (see ClassScore); they sum to 1."""
 
     def __init__(
         self,

@@ -116,7 +116,7 @@ class TrainerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProjects(self, request, context):
-        """Returns the projects, newest first.
+        """Returns the projects, newest first, one page at a time (AIP-158).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,7 @@ class TrainerServiceStub:
     GetProject: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.GetProjectRequest, _trainer_service_pb2.GetProjectResponse]
     """Returns one project with its example counts."""
     ListProjects: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.ListProjectsRequest, _trainer_service_pb2.ListProjectsResponse]
-    """Returns the projects, newest first."""
+    """Returns the projects, newest first, one page at a time (AIP-158)."""
     DeleteProject: _grpc.UnaryUnaryMultiCallable[_trainer_service_pb2.DeleteProjectRequest, _trainer_service_pb2.DeleteProjectResponse]
     """Deletes a project with its examples and models."""
     UploadExamples: _grpc.StreamUnaryMultiCallable[_trainer_service_pb2.UploadExamplesRequest, _trainer_service_pb2.UploadExamplesResponse]
@@ -68,7 +68,7 @@ class TrainerServiceAsyncStub(TrainerServiceStub):
     GetProject: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.GetProjectRequest, _trainer_service_pb2.GetProjectResponse]  # type: ignore[assignment]
     """Returns one project with its example counts."""
     ListProjects: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.ListProjectsRequest, _trainer_service_pb2.ListProjectsResponse]  # type: ignore[assignment]
-    """Returns the projects, newest first."""
+    """Returns the projects, newest first, one page at a time (AIP-158)."""
     DeleteProject: _aio.UnaryUnaryMultiCallable[_trainer_service_pb2.DeleteProjectRequest, _trainer_service_pb2.DeleteProjectResponse]  # type: ignore[assignment]
     """Deletes a project with its examples and models."""
     UploadExamples: _aio.StreamUnaryMultiCallable[_trainer_service_pb2.UploadExamplesRequest, _trainer_service_pb2.UploadExamplesResponse]  # type: ignore[assignment]
@@ -113,7 +113,7 @@ class TrainerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _trainer_service_pb2.ListProjectsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_trainer_service_pb2.ListProjectsResponse, _abc.Awaitable[_trainer_service_pb2.ListProjectsResponse]]:
-        """Returns the projects, newest first."""
+        """Returns the projects, newest first, one page at a time (AIP-158)."""
 
     @_abc_1.abstractmethod
     def DeleteProject(
