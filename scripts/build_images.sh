@@ -8,8 +8,8 @@
 #
 # Each image is built from the repository root as context (.dockerignore trims it) and
 # tagged medimg/<name>:<version>, the version being pyproject.toml's. The engine is
-# $CONTAINER_ENGINE, else docker, else podman. Until web/ exists (issue 5) the web image is
-# skipped with a message: its Dockerfile is written to the web tier's contract.
+# $CONTAINER_ENGINE, else docker, else podman. A checkout without web/ (a plug-in's own
+# repository, say) skips the web image with a message.
 # Besides the built-in images, every plug-in disease service is built: a
 # <name>_service/component.json whose docker/<name>.Dockerfile exists (both written by
 # `medimg new-service <name>`), found here, never listed. The ohif image's build fetches
@@ -118,7 +118,7 @@ fi
 for name in "${selected[@]}"; do
   tag="medimg/$name:$version"
   if [ "$name" = web ] && [ ! -f web/manage.py ]; then
-    echo "==> skipping $tag: web/ is not in this checkout yet (issue 5); docker/web.Dockerfile builds once it lands"
+    echo "==> skipping $tag: web/ is not in this checkout; docker/web.Dockerfile needs it"
     skipped+=("$tag")
     continue
   fi
