@@ -1,8 +1,7 @@
-"""The skin-lesion classifier: a small Keras CNN, its SavedModel export and its model card."""
+"""The skin-lesion classifier: a small Keras CNN and its SavedModel export."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,17 +10,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from servicekit.classifier.train_command import staged_folder
 from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS
-from skin_service.model_card import (
-    CARD_FILE,
-    INPUT_KEY,
-    OUTPUT_KEY,
-    SIGNATURE_NAME,
-    ModelCard,
-    latest_version,
-)
-
-MARKDOWN_CARD_FILE = "MODEL_CARD.md"
+from skin_service.model_card import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, latest_version
 
 
 def build_model(
@@ -77,8 +68,6 @@ def export_model(model: keras.Model, model_dir: Path, version: int) -> Path:
     """
     size = int(model.input_shape[1])
     target = model_dir / str(version)
-    staging = model_dir / f".{version}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUT_KEY: model(images, training=False)}
@@ -90,11 +79,8 @@ def export_model(model: keras.Model, model_dir: Path, version: int) -> Path:
         fn=serve,
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
     )
-    model_dir.mkdir(parents=True, exist_ok=True)
-    archive.write_out(str(staging), verbose=False)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    with staged_folder(target) as staging:
+        archive.write_out(str(staging), verbose=False)
     return target
 
 
@@ -116,53 +102,3 @@ def load_for_inference(
     # The signature's concrete function needs the loaded object kept alive.
     predict.loaded = loaded  # type: ignore[attr-defined]
     return predict
-
-
-def write_model_card(card: ModelCard, model_dir: Path) -> None:
-    """Writes the card as model_dir/model_card.json and a readable model_dir/MODEL_CARD.md."""
-    card.save(model_dir)
-    (model_dir / MARKDOWN_CARD_FILE).write_text(card_markdown(card))
-
-
-def card_markdown(card: ModelCard) -> str:
-    """Returns the card as Markdown for people: labels, data, metrics, confusion matrix."""
-    lines = [f"# Model card: {card.name}, version {card.version}", ""]
-    if card.warning:
-        lines += [f"**{card.warning}**", ""]
-    lines += [
-        f"- Trained on: {card.trained_on}",
-        f"- Labels (output order): {', '.join(card.labels)}",
-        f"- Input: `{card.input_key}`, float32 [batch, {card.input_size}, {card.input_size}, 3], "
-        "RGB in [0, 1] (skin_service.domain.preprocess: centre square, resized)",
-        f"- Output: `{card.output_key}`, float32 [batch, {len(card.labels)}], softmax",
-        f"- Signature: `{card.signature_name}`; files: `<version>/saved_model.pb` "
-        f"(TF Serving layout), `{CARD_FILE}`",
-        f"- Data: {card.data}",
-        "",
-        "## Evaluation",
-        "",
-        card.evaluation,
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        *(f"| {name} | {value:.4f} |" for name, value in card.metrics.items()),
-        "",
-    ]
-    if card.confusion_matrix:
-        lines += [
-            "Confusion matrix (rows: true label, columns: predicted):",
-            "",
-            "| true \\ predicted | " + " | ".join(card.labels) + " |",
-            "| --- |" + " --- |" * len(card.labels),
-            *(
-                f"| {label} | " + " | ".join(str(count) for count in row) + " |"
-                for label, row in zip(card.labels, card.confusion_matrix, strict=True)
-            ),
-            "",
-        ]
-    command = card.training.get("command")
-    lines += ["## Training", ""]
-    if command:
-        lines += ["Produced by:", "", "```", str(command), "```", ""]
-    lines += [f"- {key}: {value}" for key, value in card.training.items() if key != "command"]
-    return "\n".join(lines) + "\n"

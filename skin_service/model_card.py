@@ -1,12 +1,15 @@
-"""The model card written beside every exported skin model and read by the service."""
+"""The skin model's card: servicekit's, with the SavedModel signature TF Serving serves."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-CARD_FILE = "model_card.json"
+from servicekit.classifier import card
+
+CARD_FILE = card.CARD_FILE
 SIGNATURE_NAME = "serving_default"
 INPUT_KEY = "images"
 OUTPUT_KEY = "probabilities"
@@ -14,53 +17,32 @@ CLINICAL_WARNING = "Demo model trained on generated images: not for clinical use
 
 
 @dataclass(frozen=True)
-class ModelCard:
-    """What a person and the service need to know about one exported model.
+class ModelCard(card.ModelCard):
+    """What a person and the service need to know about one exported skin model.
 
     The model directory holds TF Serving's layout: `<model_dir>/<version>/saved_model.pb`
     with this card at `<model_dir>/model_card.json` (and a readable MODEL_CARD.md).
     """
 
-    name: str
-    version: int
-    labels: tuple[str, ...]
-    input_size: int
-    data: str  # where the training data came from, e.g. "generated (seed 1, 3000 images)"
-    demo_model: bool  # True when trained on generated data: never for clinical use
-    trained_on: str  # ISO date
-    metrics: dict[str, float] = field(default_factory=dict)  # e.g. {"accuracy": 0.93}
-    confusion_matrix: tuple[tuple[int, ...], ...] = ()  # rows: true label, columns: predicted
-    evaluation: str = ""  # what the metrics were measured on
-    training: dict[str, str | int | float] = field(default_factory=dict)  # epochs, seed, …
+    CLINICAL_WARNING: ClassVar[str] = CLINICAL_WARNING
+
     signature_name: str = SIGNATURE_NAME
     input_key: str = INPUT_KEY
     output_key: str = OUTPUT_KEY
 
-    @property
-    def warning(self) -> str:
-        """Returns the clinical-use warning for demo models, or ""."""
-        return CLINICAL_WARNING if self.demo_model else ""
+    def details(self) -> Sequence[str]:
+        """Returns the Markdown lines on the signature's input, output and files."""
+        size = self.input_size
+        return (
+            f"- Input: `{self.input_key}`, float32 [batch, {size}, {size}, 3], "
+            "RGB in [0, 1] (skin_service.domain.preprocess: centre square, resized)",
+            f"- Output: `{self.output_key}`, float32 [batch, {len(self.labels)}], softmax",
+            f"- Signature: `{self.signature_name}`; files: `<version>/saved_model.pb` "
+            f"(TF Serving layout), `{CARD_FILE}`",
+        )
 
-    def save(self, model_dir: Path) -> None:
-        """Writes the card as JSON into model_dir."""
-        model_dir.mkdir(parents=True, exist_ok=True)
-        (model_dir / CARD_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
-
-def load_model_card(model_dir: Path) -> ModelCard:
-    """Reads the card of the model in model_dir.
-
-    Raises:
-        FileNotFoundError: there is no card.
-        ValueError: the card is malformed.
-    """
-    raw = json.loads((model_dir / CARD_FILE).read_text())
-    try:
-        raw["labels"] = tuple(raw["labels"])
-        raw["confusion_matrix"] = tuple(tuple(row) for row in raw.get("confusion_matrix", ()))
-        return ModelCard(**raw)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed model card in {model_dir}: {exc}") from None
+load_model_card = ModelCard.load
 
 
 def latest_version(model_dir: Path) -> int:

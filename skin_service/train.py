@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shlex
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -17,49 +16,39 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from servicekit.argtypes import bounded
-from servicekit.errors import InvalidImage
-from servicekit.images import ImageLimits, decode_image
+from servicekit.classifier import training
+from servicekit.classifier.train_command import (
+    fraction,
+    next_version,
+    positive_float,
+    positive_int,
+    run_command,
+)
+from servicekit.classifier.training import (
+    Examples,
+    TrainingError,
+    classification_metrics,
+    confusion_matrix,
+    matrix_rows,
+    predict_in_batches,
+    split,
+    stack_examples,
+)
 from skin_service import data
 from skin_service import model as skin_model
-from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, decoded_side, preprocess
+from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, SKIN, preprocess
 from skin_service.model_card import ModelCard
 
 PROG = "medimg train skin"
 DEFAULT_OUT = Path(__file__).parent / "models" / "skin-demo"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # The held-out generated set uses a seed this far from the training seed, so no image
 # the model was trained on can be in it.
 EVALUATION_SEED_OFFSET = 1_000_000
 
 
-class TrainingError(Exception):
-    """The training inputs are unusable; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class Examples:
-    """Preprocessed images with the index of each one's label in LABELS."""
-
-    images: np.ndarray  # float32 (count, size, size, 3) in [0, 1]
-    labels: np.ndarray  # int32 (count,)
-    description: str  # where they came from, for the model card
-
-
 def main(argv: list[str] | None = None) -> int:
     """Trains, evaluates and exports a model as argv (sys.argv[1:] when None) asks."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
-    try:
-        card = train(args, command=shlex.join([*PROG.split(), *arguments]))
-    except TrainingError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {card.name} version {card.version} to {args.out}: "
-        f"accuracy {card.metrics['accuracy']:.3f} on {card.evaluation}"
-    )
-    return 0
+    return run_command(PROG, build_parser(), train, argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--generated-count-per-label",
-        type=_positive_int,
+        type=positive_int,
         default=1500,
         metavar="N",
         help="without --data: generated training images per label (default: 1500)",
     )
     source.add_argument(
         "--evaluation-count-per-label",
-        type=_positive_int,
+        type=positive_int,
         default=500,
         metavar="N",
         help="without --data: held-out generated images per label, from another seed "
@@ -107,52 +96,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="version folder to write, replacing one that exists (default: one above the latest)",
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=20,
         metavar="N",
         help="passes over the data (default: 20)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         metavar="N",
         help="images per step (default: 32)",
     )
     parser.add_argument(
         "--learning-rate",
-        type=_positive_float,
+        type=positive_float,
         default=2e-3,
         metavar="RATE",
         help="Adam's first learning rate, decayed to 0 along a cosine (default: 0.002)",
     )
     parser.add_argument(
         "--input-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_INPUT_SIZE,
         metavar="PX",
         help=f"side of the square model input in pixels (default: {DEFAULT_INPUT_SIZE})",
     )
     parser.add_argument(
         "--validation-split",
-        type=_fraction,
+        type=fraction,
         default=0.1,
         metavar="SHARE",
         help="share of the training images held out for validation; with --data it is "
         "also the evaluation set (default: 0.1)",
     )
     return parser
-
-
-_positive_int = bounded(int, "a whole number", at_least=1)
-_positive_float = bounded(float, "a number", more_than=0.0)
-_fraction = bounded(float, "a number", at_least=0.0, under=0.5)
 
 
 def train(args: argparse.Namespace, *, command: str) -> ModelCard:
@@ -165,7 +149,7 @@ def train(args: argparse.Namespace, *, command: str) -> ModelCard:
     started = time.monotonic()
     fit(network, datasets, args)
     seconds = time.monotonic() - started
-    version = args.version or _next_version(args.out)
+    version = args.version or next_version(args.out)
     skin_model.export_model(network, args.out, version)
     # The card's numbers come from the exported artifact itself, as serving will run it.
     predict = skin_model.load_for_inference(args.out, version)
@@ -179,12 +163,12 @@ def train(args: argparse.Namespace, *, command: str) -> ModelCard:
         data=datasets.fit.description,
         demo_model=args.data is None,
         trained_on=datetime.date.today().isoformat(),
-        metrics=_metrics(matrix),
-        confusion_matrix=tuple(tuple(int(n) for n in row) for row in matrix),
+        metrics=classification_metrics(matrix, LABELS),
+        confusion_matrix=matrix_rows(matrix),
         evaluation=datasets.evaluation.description,
         training=_training_record(args, command, datasets, seconds),
     )
-    skin_model.write_model_card(card, args.out)
+    card.save(args.out)
     return card
 
 
@@ -261,53 +245,15 @@ def _training_record(
     }
 
 
-def _next_version(model_dir: Path) -> int:
-    existing = (
-        [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
-    )
-    return max(existing, default=0) + 1
-
-
 def read_folder(folder: Path, input_size: int) -> Examples:
-    """Returns the preprocessed images of folder/LABEL/*.jpg|jpeg|png.
+    """Returns the preprocessed images of folder/LABEL/*.jpg|jpeg|png, as serving reads them.
 
-    Every file goes through servicekit.images.decode_image and domain.preprocess, as an
-    upload does in serving. Unreadable files are skipped and counted.
+    Unreadable files are skipped and counted (servicekit.classifier.training.read_folder).
 
     Raises:
         TrainingError: the folder's label folders are not exactly LABELS, or one is empty.
     """
-    if not folder.is_dir():
-        raise TrainingError(f"--data {folder} is not a folder")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if set(found) != set(LABELS):
-        raise TrainingError(
-            f"--data needs exactly one folder per label: {', '.join(LABELS)}; "
-            f"found: {', '.join(found) or 'no folders'}"
-        )
-    files = [
-        (path, index)
-        for index, label in enumerate(LABELS)
-        for path in sorted((folder / label).iterdir())
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-    ]
-    images, labels, skipped = [], [], 0
-    limits = ImageLimits()
-    for path, index in _progress(files, "loading images"):
-        try:
-            image = decode_image(path.read_bytes(), limits, min_side=decoded_side(input_size))
-        except (InvalidImage, OSError):
-            skipped += 1
-            continue
-        images.append(preprocess(image, input_size))
-        labels.append(index)
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(LABELS))
-    empty = [label for label, count in zip(LABELS, counts, strict=True) if count == 0]
-    print(f"loaded {len(labels)} images from {folder}; skipped {skipped} unreadable", flush=True)
-    if empty:
-        raise TrainingError(f"no readable images for: {', '.join(empty)}")
-    description = f"folder {folder.name} ({len(labels)} images, {skipped} unreadable skipped)"
-    return _examples(images, labels, description, input_size)
+    return training.read_folder(folder, SKIN, input_size, progress=_progress)
 
 
 def generated_examples(count_per_label: int, seed: int, input_size: int) -> Examples:
@@ -322,58 +268,7 @@ def generated_examples(count_per_label: int, seed: int, input_size: int) -> Exam
         f"generated by skin_service.data (seed {seed}, {count_per_label} images per label, "
         f"{data.DEFAULT_IMAGE_SIZE} px)"
     )
-    return _examples(images, labels, description, input_size)
-
-
-def _examples(
-    images: list[np.ndarray], labels: list[int], description: str, input_size: int
-) -> Examples:
-    stacked = np.stack(images) if images else np.zeros((0, input_size, input_size, 3), np.float32)
-    return Examples(stacked, np.asarray(labels, dtype=np.int32), description)
-
-
-def split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
-    """Returns (rest, held out) with about fraction of each label held out, chosen by seed."""
-    rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for index in range(len(LABELS)):
-        members = np.flatnonzero(examples.labels == index)
-        held.extend(rng.permutation(members)[: round(len(members) * fraction)].tolist())
-    mask = np.zeros(len(examples.labels), dtype=bool)
-    mask[held] = True
-    rest = np.flatnonzero(~mask)
-    chosen = np.flatnonzero(mask)
-    return (
-        Examples(examples.images[rest], examples.labels[rest], examples.description),
-        Examples(examples.images[chosen], examples.labels[chosen], examples.description),
-    )
-
-
-def predict_in_batches(predict: Any, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Returns the predicted label index of every image."""
-    predicted = [
-        np.argmax(predict(images[start : start + batch_size]), axis=1)
-        for start in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(predicted) if predicted else np.zeros(0, dtype=np.int64)
-
-
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
-    """Returns counts with rows for the true label and columns for the predicted one."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (truth, predicted), 1)
-    return matrix
-
-
-def _metrics(matrix: np.ndarray) -> dict[str, float]:
-    total = int(matrix.sum())
-    metrics = {"accuracy": round(float(np.trace(matrix)) / max(total, 1), 4)}
-    for index, label in enumerate(LABELS):
-        # Recall per label: for melanoma, the share of melanomas the model catches.
-        metrics[f"recall_{label}"] = round(
-            float(matrix[index, index]) / max(int(matrix[index].sum()), 1), 4
-        )
-    return metrics
+    return stack_examples(images, labels, description, SKIN.input_shape(input_size))
 
 
 def _progress(items: Iterable[Any], what: str, total: int | None = None) -> Iterator[Any]:

@@ -25,15 +25,15 @@ from tensorflow_serving.apis import (
 )
 
 from servicekit.backend import Backend
+from servicekit.classifier.servicer import ClassifierServicer, binding
 from servicekit.errors import BackendUnavailable
 from servicekit.images import ImageLimits, decode_image
 from servicekit.server import Server
 from servicekit.settings import BatcherSettings, ServerSettings
 from skin_service.backends.embedded import EmbeddedBackend
 from skin_service.backends.tfserving import TfServingBackend
-from skin_service.domain import preprocess
+from skin_service.domain import SKIN, preprocess
 from skin_service.model_card import load_model_card
-from skin_service.servicer import SkinDiagnosisServicer, binding
 from skin_service.settings import TfServingSettings
 from tests.tfserving_fake.fixture_model import (
     SHIPPED_MODEL_DIR,
@@ -113,8 +113,11 @@ async def two_services(
 ) -> AsyncIterator[tuple[pb_grpc.DiagnosisServiceAsyncStub, pb_grpc.DiagnosisServiceAsyncStub]]:
     servers, channels = [], []
     for backend in backends:
-        servicer = SkinDiagnosisServicer(
-            backend, batcher=BatcherSettings.from_env("SKIN_", env={}), image_limits=ImageLimits()
+        servicer = ClassifierServicer(
+            SKIN,
+            backend,
+            batcher=BatcherSettings.from_env("SKIN_", env={}),
+            image_limits=ImageLimits(),
         )
         settings = ServerSettings.from_env("SKIN_", default_port=0, env={})
         server = Server(settings, [binding(servicer)], lifecycle=servicer)
@@ -153,8 +156,8 @@ async def test_a_stopped_tf_serving_makes_the_service_unavailable(model_dir: Pat
     fake = FakeTfServing(model_dir)
     fake.start()
     backend = TfServingBackend(model_dir, tf_settings(fake.address))
-    servicer = SkinDiagnosisServicer(
-        backend, batcher=BatcherSettings.from_env("SKIN_", env={}), image_limits=ImageLimits()
+    servicer = ClassifierServicer(
+        SKIN, backend, batcher=BatcherSettings.from_env("SKIN_", env={}), image_limits=ImageLimits()
     )
     server = Server(
         ServerSettings.from_env("SKIN_", default_port=0, env={}),

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from servicekit.backend import Backend, ModelInfo
-from servicekit.errors import ModelNotReady
-from skin_service.errors import ModelMismatch
-from skin_service.model_card import ModelCard, load_model_card
+from servicekit.backend import Backend
+from servicekit.classifier.backends import choose_backend
+from servicekit.classifier.errors import ModelMismatch
+from skin_service.model_card import ModelCard
 from skin_service.settings import Settings
 
 CHANNELS = 3
+MODEL_DIR_SETTING = "SKIN_MODEL_DIR"
 
 # A tensor's shape as a model server reports it; None for a dimension of any size.
 Shape = tuple[int | None, ...]
@@ -19,7 +20,11 @@ Shape = tuple[int | None, ...]
 
 def build_backend(settings: Settings) -> Backend:
     """Returns the backend SKIN_BACKEND names, not loaded yet."""
-    return _BUILDERS[settings.backend](settings)
+    # Both backends load TensorFlow, whose C++ start-up chatter bypasses `logging` and
+    # would break JSON log lines; errors still show. Set before TensorFlow loads; an
+    # operator's own value wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return choose_backend(settings, _BUILDERS)
 
 
 def _embedded(settings: Settings) -> Backend:
@@ -41,20 +46,6 @@ _BUILDERS: Mapping[str, Callable[[Settings], Backend]] = {
     "embedded": _embedded,
     "tfserving": _tfserving,
 }
-
-
-def read_card(model_dir: Path) -> ModelCard:
-    """Returns the model card of SKIN_MODEL_DIR.
-
-    Raises:
-        ModelNotReady: there is no card, or it cannot be read.
-    """
-    try:
-        return load_model_card(model_dir)
-    except FileNotFoundError:
-        raise ModelNotReady("SKIN_MODEL_DIR holds no model_card.json") from None
-    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
-        raise ModelNotReady(f"the model card in SKIN_MODEL_DIR is malformed: {exc}") from None
 
 
 def check_signature(
@@ -94,21 +85,3 @@ def check_signature(
 
 def _text(shape: Shape) -> str:
     return "[" + ", ".join("None" if dim is None else str(dim) for dim in shape) + "]"
-
-
-def model_info(card: ModelCard, *, version: int, backend: str) -> ModelInfo:
-    """Returns the description of the model a backend serves, from its card."""
-    description = f"Classifies a skin-lesion photo as {', '.join(card.labels)}; data: {card.data}."
-    if card.warning:
-        description = f"{description} {card.warning}"
-    return ModelInfo(
-        name=card.name,
-        version=str(version),
-        labels=card.labels,
-        input_height_px=card.input_size,
-        input_width_px=card.input_size,
-        input_channels=CHANNELS,
-        backend=backend,
-        demo_model=card.demo_model,
-        description=description,
-    )

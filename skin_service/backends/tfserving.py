@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from servicekit.backend import ModelInfo
+from servicekit.batcher import PredictFn
 from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
+from servicekit.classifier.backends import CardBackend
+from servicekit.classifier.errors import BackendRejected, ModelMismatch
 from servicekit.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -28,8 +29,9 @@ from servicekit.errors import (
     ModelNotReady,
     QueueFull,
 )
-from skin_service.backends import Shape, check_signature, model_info, read_card
-from skin_service.errors import BackendRejected, ModelMismatch
+from skin_service.backends import MODEL_DIR_SETTING, Shape, check_signature
+from skin_service.domain import SKIN
+from skin_service.model_card import ModelCard
 from skin_service.settings import TfServingSettings
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def _shape(tensor_shape: Any) -> Shape:
     return tuple(None if dim.size < 0 else int(dim.size) for dim in tensor_shape.dim)
 
 
-class TfServingBackend:
+class TfServingBackend(CardBackend[ModelCard]):
     """Sends each batch to TF Serving's `Predict` and reads the probabilities back.
 
     The model card comes from SKIN_MODEL_DIR, the same directory TF Serving's
@@ -73,10 +75,14 @@ class TfServingBackend:
     checks that the served signature matches the card.
     """
 
+    name = "tfserving"
+    card_type = ModelCard
+    domain = SKIN
+    setting = MODEL_DIR_SETTING
+
     def __init__(self, model_dir: Path, settings: TfServingSettings) -> None:
-        self._model_dir = model_dir
+        super().__init__(model_dir)
         self._settings = settings
-        self._lock = threading.Lock()
         self._channel = grpc.insecure_channel(
             settings.address, options=MODEL_SERVER_CHANNEL_OPTIONS
         )
@@ -84,7 +90,6 @@ class TfServingBackend:
         self._input_key = ""
         self._output_key = ""
         self._label_count = 0
-        self._info: ModelInfo | None = None
 
     def _model_spec(self) -> model_pb2.ModelSpec:
         spec = model_pb2.ModelSpec(
@@ -99,48 +104,41 @@ class TfServingBackend:
         latest = "its latest version" if version is None else f"version {version}"
         return f"model {self._settings.model_name!r} ({latest})"
 
-    def load(self) -> None:
-        """Checks that TF Serving serves the model with the card's signature; once.
+    def open(self, card: ModelCard) -> tuple[PredictFn, int]:
+        """Checks that TF Serving serves the model with the card's signature.
 
         Raises:
             ModelNotReady: TF Serving cannot be reached, does not serve the model, or
                 serves a signature unlike the card's.
         """
-        with self._lock:
-            if self._info is not None:
-                return
-            # The signature is whatever SKIN_TFSERVING_SIGNATURE names; the card keeps the rest.
-            card = dataclasses.replace(
-                read_card(self._model_dir), signature_name=self._settings.signature_name
+        # The signature is whatever SKIN_TFSERVING_SIGNATURE names; the card keeps the rest.
+        card = dataclasses.replace(card, signature_name=self._settings.signature_name)
+        logger.info(
+            "asking TF Serving at %s for %s", self._settings.address, self._describe_model()
+        )
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=self._model_spec(), metadata_field=[SIGNATURE_DEF_FIELD]
+        )
+        request.model_spec.ClearField("signature_name")
+        try:
+            response = self._stub.GetModelMetadata(request, timeout=self._settings.timeout_s)
+        except grpc.RpcError as exc:
+            raise self._load_error(exc) from None
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        if not response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures):
+            raise ModelMismatch("TF Serving's metadata holds no signature map")
+        signature = signatures.signature_def.get(card.signature_name)
+        if signature is None:
+            raise ModelMismatch(
+                f"TF Serving's {self._describe_model()} has no signature "
+                f"{card.signature_name!r} (SKIN_TFSERVING_SIGNATURE)"
             )
-            logger.info(
-                "asking TF Serving at %s for %s", self._settings.address, self._describe_model()
-            )
-            request = get_model_metadata_pb2.GetModelMetadataRequest(
-                model_spec=self._model_spec(), metadata_field=[SIGNATURE_DEF_FIELD]
-            )
-            request.model_spec.ClearField("signature_name")
-            try:
-                response = self._stub.GetModelMetadata(request, timeout=self._settings.timeout_s)
-            except grpc.RpcError as exc:
-                raise self._load_error(exc) from None
-            signatures = get_model_metadata_pb2.SignatureDefMap()
-            if not response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures):
-                raise ModelMismatch("TF Serving's metadata holds no signature map")
-            signature = signatures.signature_def.get(card.signature_name)
-            if signature is None:
-                raise ModelMismatch(
-                    f"TF Serving's {self._describe_model()} has no signature "
-                    f"{card.signature_name!r} (SKIN_TFSERVING_SIGNATURE)"
-                )
-            check_signature(
-                card, inputs=_tensor_info(signature.inputs), outputs=_tensor_info(signature.outputs)
-            )
-            self._input_key, self._output_key = card.input_key, card.output_key
-            self._label_count = len(card.labels)
-            version = response.model_spec.version.value
-            self._info = model_info(card, version=version, backend="tfserving")
-            logger.info("TF Serving serves skin model %s version %d", card.name, version)
+        check_signature(
+            card, inputs=_tensor_info(signature.inputs), outputs=_tensor_info(signature.outputs)
+        )
+        self._input_key, self._output_key = card.input_key, card.output_key
+        self._label_count = len(card.labels)
+        return self._send, response.model_spec.version.value
 
     def _load_error(self, exc: grpc.RpcError) -> ModelNotReady:
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -158,17 +156,7 @@ class TfServingBackend:
             return ModelNotReady("TF Serving did not answer within SKIN_TFSERVING_TIMEOUT_SECONDS")
         return ModelNotReady(f"TF Serving refused to describe the model ({code.name})")
 
-    def ready(self) -> bool:
-        """Returns True once TF Serving was found serving the model."""
-        return self._info is not None
-
-    def info(self) -> ModelInfo:
-        """Returns the description of the served model (version as TF Serving reports it)."""
-        if self._info is None:
-            raise ModelNotReady("the skin model is not loaded yet")
-        return self._info
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _send(self, batch: np.ndarray) -> np.ndarray:
         """Returns the class probabilities of each preprocessed image of the batch.
 
         Raises:

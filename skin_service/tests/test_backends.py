@@ -11,13 +11,13 @@ import grpc
 import numpy as np
 import pytest
 
+from servicekit.classifier.errors import BackendRejected, ModelMismatch
 from servicekit.errors import BackendTimeout, BackendUnavailable, ModelNotReady, QueueFull
 from servicekit.settings import SettingsError
 from skin_service.backends import build_backend
 from skin_service.backends.embedded import EmbeddedBackend
 from skin_service.backends.tfserving import TfServingBackend
 from skin_service.domain import LABELS
-from skin_service.errors import BackendRejected, ModelMismatch
 from skin_service.model_card import CARD_FILE
 from skin_service.settings import Settings, TfServingSettings
 from tests.support.processes import free_port

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from servicekit.classifier.card import MARKDOWN_CARD_FILE
+from servicekit.classifier.train_command import next_version
 from skin_service import train
 from skin_service.data import write_dataset
 from skin_service.domain import LABELS
-from skin_service.model import MARKDOWN_CARD_FILE, build_model, load_for_inference
+from skin_service.model import build_model, load_for_inference
 from skin_service.model_card import (
     CLINICAL_WARNING,
     INPUT_KEY,
@@ -94,8 +96,8 @@ def test_a_second_run_into_the_same_folder_adds_the_next_version(tmp_path: Path)
     (tmp_path / "7").mkdir()
     (tmp_path / "notes").mkdir()
 
-    assert train._next_version(tmp_path) == 8
-    assert train._next_version(tmp_path / "absent") == 1
+    assert next_version(tmp_path) == 8
+    assert next_version(tmp_path / "absent") == 1
 
 
 def test_augmentation_is_off_at_inference() -> None:

@@ -22,12 +22,14 @@ from PIL import Image
 
 from servicekit import errors
 from servicekit.backend import Backend, ModelInfo
+from servicekit.classifier import domain as classifier_domain
+from servicekit.classifier.errors import BackendRejected, ModelMismatch
+from servicekit.classifier.servicer import ClassifierServicer, binding
 from servicekit.images import ImageLimits, decode_image
 from servicekit.server import Server
 from servicekit.settings import BatcherSettings, ServerSettings
-from skin_service import domain, servicer
-from skin_service.errors import BackendRejected, ModelMismatch
-from skin_service.servicer import SkinDiagnosisServicer, binding
+from skin_service import domain
+from skin_service.domain import SKIN
 from skin_service.tests.conftest import encoded, lesion
 
 INPUT_SIZE = 24
@@ -85,7 +87,8 @@ def server_settings() -> ServerSettings:
 async def serving(
     backend: Backend, limits: ImageLimits | None = None
 ) -> AsyncIterator[pb_grpc.DiagnosisServiceAsyncStub]:
-    skin = SkinDiagnosisServicer(
+    skin = ClassifierServicer(
+        SKIN,
         backend,
         batcher=BatcherSettings.from_env("SKIN_", env={}),
         image_limits=limits or ImageLimits(),
@@ -226,7 +229,7 @@ async def test_decoding_an_upload_does_not_hold_up_other_calls(
         time.sleep(0.8)  # a huge upload: the thread that decodes it is busy for a while
         return decode_image(data, limits, min_side=min_side)
 
-    monkeypatch.setattr(servicer, "decode_image", slow_decode)
+    monkeypatch.setattr(classifier_domain, "decode_image", slow_decode)
     diagnosis = asyncio.ensure_future(stub.Diagnose(pb.DiagnoseRequest(image=PHOTO), timeout=10))
     for _ in range(500):
         if decode_started or diagnosis.done():
@@ -241,8 +244,8 @@ async def test_decoding_an_upload_does_not_hold_up_other_calls(
 async def test_it_is_not_serving_and_refuses_calls_until_warmed_up() -> None:
     backend = ScriptedBackend()
     backend.load_gate.clear()
-    skin = SkinDiagnosisServicer(
-        backend, batcher=BatcherSettings.from_env("SKIN_", env={}), image_limits=ImageLimits()
+    skin = ClassifierServicer(
+        SKIN, backend, batcher=BatcherSettings.from_env("SKIN_", env={}), image_limits=ImageLimits()
     )
     server = Server(server_settings(), [binding(skin)], lifecycle=skin)
     starting = asyncio.ensure_future(server.start())

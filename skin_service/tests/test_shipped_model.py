@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from servicekit.classifier.card import MARKDOWN_CARD_FILE
+from servicekit.classifier.training import predict_in_batches
 from skin_service import train
 from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS
-from skin_service.model import MARKDOWN_CARD_FILE, load_for_inference
+from skin_service.model import load_for_inference
 from skin_service.model_card import ModelCard, latest_version, load_model_card
 
 SHIPPED = Path(train.__file__).parent / "models" / "skin-demo"
@@ -57,7 +59,7 @@ def test_the_shipped_model_reaches_its_cards_accuracy_on_images_it_never_saw(
     )
     examples = train.generated_examples(CHECK_COUNT_PER_LABEL, CHECK_SEED, card.input_size)
 
-    predicted = train.predict_in_batches(load_for_inference(SHIPPED), examples.images)
+    predicted = predict_in_batches(load_for_inference(SHIPPED), examples.images)
 
     accuracy = float(np.mean(predicted == examples.labels))
     assert accuracy >= card.metrics["accuracy"] - 0.02

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from servicekit.backend import ModelInfo
-from servicekit.errors import InvalidImage, ModelNotReady
-
-LABELS = ("red", "green", "blue")
-INPUT_SIZE = 32
-
-
-def decode(image: bytes) -> np.ndarray:
-    """Returns the image as a float32 (32, 32, 3) array in [0, 1]."""
-    if not image:
-        raise InvalidImage("the image is empty", reason="IMAGE_EMPTY")
-    try:
-        with Image.open(io.BytesIO(image)) as opened:
-            rgb = opened.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE))
-    except (UnidentifiedImageError, OSError):
-        raise InvalidImage("the file is not a readable image", reason="IMAGE_UNREADABLE") from None
-    return np.asarray(rgb, dtype=np.float32) / 255.0
+from servicekit.errors import ModelNotReady
+from tests.toy_service.domain import INPUT_SIZE, LABELS
 
 
 class ToyBackend:

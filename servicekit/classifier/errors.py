@@ -1,8 +1,18 @@
-"""Errors of the skin service beyond servicekit's table; imports neither grpc nor django."""
+"""The errors an image classifier adds to servicekit's table; imports neither grpc nor django."""
 
 from __future__ import annotations
 
 from servicekit.errors import MedimgError, ModelNotReady
+
+
+class ModelMismatch(ModelNotReady):
+    """The model found does not match what the service expects (labels, signature, size).
+
+    UNAVAILABLE rather than INTERNAL: a caller may retry once an operator has put the
+    right model in place, and health stays NOT_SERVING meanwhile.
+    """
+
+    reason = "MODEL_MISMATCH"
 
 
 class BackendRejected(MedimgError):
@@ -14,9 +24,3 @@ class BackendRejected(MedimgError):
 
     code = "INTERNAL"
     reason = "BACKEND_REJECTED"
-
-
-class ModelMismatch(ModelNotReady):
-    """The model found does not match what the service expects (labels, signature, size)."""
-
-    reason = "MODEL_MISMATCH"
