@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from servicekit.classifier.train_command import staged_folder
+from servicekit.classifier.savedmodel import export_keras
 from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS
 from skin_service.model_card import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, latest_version
 
@@ -62,26 +62,11 @@ def _normalised_relu(x: keras.KerasTensor) -> keras.KerasTensor:
 def export_model(model: keras.Model, model_dir: Path, version: int) -> Path:
     """Writes the model as a SavedModel into model_dir/version, TF Serving's layout.
 
-    The one signature, SIGNATURE_NAME, maps INPUT_KEY (float32 [None, S, S, 3] in
-    [0, 1]) to OUTPUT_KEY (float32 [None, labels]). An existing version folder is
-    replaced only once the new one is complete. Returns the version folder.
+    servicekit.classifier.savedmodel.export_keras: the one signature maps `images`
+    (float32 [None, S, S, 3] in [0, 1]) to `probabilities`; an existing version folder
+    is replaced only once the new one is complete. Returns the version folder.
     """
-    size = int(model.input_shape[1])
-    target = model_dir / str(version)
-
-    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_KEY: model(images, training=False)}
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        name=SIGNATURE_NAME,
-        fn=serve,
-        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_KEY)],
-    )
-    with staged_folder(target) as staging:
-        archive.write_out(str(staging), verbose=False)
-    return target
+    return export_keras(model, model_dir / str(version), int(model.input_shape[1]))
 
 
 def load_for_inference(

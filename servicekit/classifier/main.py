@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,6 +36,9 @@ def run(
         print(f"{domain.disease}: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.server)
+    # TensorFlow's C++ start-up chatter bypasses `logging` and would break JSON log lines;
+    # errors still show. Set before a backend loads TensorFlow; an operator's value wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     servicer = ClassifierServicer(
         domain,
         build_backend(settings),

@@ -22,6 +22,7 @@ from servicekit.batcher import PredictFn
 from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
 from servicekit.classifier.backends import CardBackend
 from servicekit.classifier.errors import BackendRejected, ModelMismatch
+from servicekit.classifier.savedmodel import Shape, check_signature
 from servicekit.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -29,7 +30,7 @@ from servicekit.errors import (
     ModelNotReady,
     QueueFull,
 )
-from skin_service.backends import MODEL_DIR_SETTING, Shape, check_signature
+from skin_service.backends import MODEL_DIR_SETTING
 from skin_service.domain import SKIN
 from skin_service.model_card import ModelCard
 from skin_service.settings import TfServingSettings
