@@ -36,5 +36,9 @@ def preprocess(image: Image.Image, input_size: int) -> np.ndarray:
 
 
 SKIN = ImageDomain(
-    disease="skin", labels=LABELS, preprocess=preprocess, subject="a skin-lesion photo"
+    disease="skin",
+    labels=LABELS,
+    preprocess=preprocess,
+    input_size=DEFAULT_INPUT_SIZE,
+    subject="a skin-lesion photo",
 )

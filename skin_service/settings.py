@@ -45,7 +45,7 @@ class Settings(ClassifierSettings):
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Reads and validates every SKIN_* variable; raises SettingsError naming the bad one."""
         env = os.environ if env is None else env
-        common = ClassifierSettings.read(SPEC, env)
+        common = SPEC.read(env)
         # Read even when unused, so that a typo fails now rather than on the day it matters.
         tfserving = _tfserving(env, required=common.backend == "tfserving")
         return cls(**vars(common), tfserving=tfserving if common.backend == "tfserving" else None)

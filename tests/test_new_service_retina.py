@@ -4,9 +4,10 @@ In a temporary copy (the files git tracks or would track, no .venv, no .git), wi
 hand edit anywhere: `medimg new-service retina` writes the package and its deployment
 entries; the package's demo model is written; `medimg up --only gateway,retina` finds
 the plug-in through its component.json and routes the gateway to it; a PNG is diagnosed
-through the gateway; the generated tests, ruff and mypy pass on the new package; its
-generated docker/retina.Dockerfile passes every image rule; both overlays render with the
-new service and pass every policy rule.
+through the gateway; ruff and mypy pass on the new package; its generated
+docker/retina.Dockerfile passes every image rule; both overlays render with the new service
+and pass every policy rule. The generated tests themselves run in
+medimg_cli/tests/test_scaffold.py, on the templates rendered for each framework.
 """
 
 from __future__ import annotations
@@ -144,9 +145,7 @@ def scaffold(copy: Path, framework: str) -> None:
 
 
 def check_package(copy: Path) -> None:
-    """Runs the generated tests, ruff and mypy on retina_service in the copy."""
-    tests = run(copy, "-m", "pytest", "retina_service", "-q", "-p", "no:cacheprovider")
-    assert " passed" in tests.stdout and "failed" not in tests.stdout
+    """Runs ruff and mypy on retina_service in the copy."""
     run(copy, "-m", "ruff", "check", "retina_service")
     run(copy, "-m", "ruff", "format", "--check", "retina_service")
     run(copy, "-m", "mypy", "retina_service", timeout=240)
@@ -233,7 +232,7 @@ def routes(objects: list[render.Manifest]) -> Mapping[str, Mapping[str, object]]
     return {model.pop("disease"): model for model in models}
 
 
-def test_a_scaffolded_keras_service_passes_its_own_tests_ruff_and_mypy(copy: Path) -> None:
+def test_a_scaffolded_keras_service_passes_ruff_and_mypy(copy: Path) -> None:
     scaffold(copy, "keras")
     assert (copy / "retina_service/models/retina-demo/1/saved_model.pb").is_file()
     check_package(copy)

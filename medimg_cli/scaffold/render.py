@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from medimg_cli.scaffold.spec import ServiceSpec
 
 TEMPLATE_SUFFIX = ".tmpl"
+LINE_LENGTH = 100  # ruff's, in pyproject.toml
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _FROM_IMPORT = re.compile(r"from ([\w.]+) import ")
 
@@ -28,6 +29,8 @@ def values(spec: ServiceSpec) -> dict[str, str]:
         "PREFIX": spec.prefix,
         "port": str(spec.port),
         "framework": spec.framework,
+        # torch's convolutions read (channels, height, width); Keras reads channels last.
+        "channels_first": str(spec.framework == "torch"),
         "labels_py": labels_assignment(spec.labels),
         "labels_text": ", ".join(spec.labels),
         "labels_csv": ",".join(spec.labels),
@@ -36,11 +39,14 @@ def values(spec: ServiceSpec) -> dict[str, str]:
 
 
 def labels_assignment(labels: tuple[str, ...]) -> str:
-    """Returns the LABELS line(s) of domain.py, one label a line with a trailing comma.
+    """Returns the LABELS line(s) of domain.py: one line if it fits, else one label a line.
 
-    ruff format keeps a collection with a magic trailing comma exploded, so the text is
-    formatted whatever the number and length of the labels.
+    ruff format keeps a collection with a magic trailing comma exploded, and joins one
+    that fits in a line without it, so the text is formatted whatever the labels.
     """
+    one_line = "LABELS: tuple[str, ...] = (" + ", ".join(f'"{label}"' for label in labels) + ")"
+    if len(one_line) <= LINE_LENGTH:
+        return one_line
     lines = ["LABELS: tuple[str, ...] = ("]
     lines += [f'    "{label}",' for label in labels]
     lines.append(")")

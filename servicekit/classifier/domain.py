@@ -50,13 +50,15 @@ class ImageDomain:
 
     Like KServe's Model without the model: `prepare` is its preprocess (bytes -> one
     model input), the backend its load and predict, and servicekit.classifier ranks the
-    scores (postprocess). Training calls `preprocess` too, so the two never drift apart.
+    scores (postprocess). Training calls `to_input` too, so the two never drift apart.
     A subclass may override `prepare` or `check_disease` (the toy service does).
     """
 
     disease: str  # the name the gateway routes, carried by every answer
     labels: tuple[str, ...]  # the order of the model's outputs; every model card repeats it
-    preprocess: Preprocess
+    # An image to one model input; None: centre_square in the channels_first layout.
+    preprocess: Preprocess | None = None
+    input_size: int = 64  # the model input's side that training uses unless told otherwise
     subject: str = "an image"  # what is classified, for the model's description
     channels_first: bool = False  # one input is (C, S, S), as torch reads it; else (S, S, C)
     channels: int = 3
@@ -71,10 +73,16 @@ class ImageDomain:
         """Returns an all-black model input, for the warm-up inference."""
         return np.zeros(self.input_shape(input_size), dtype=np.float32)
 
+    def to_input(self, image: Image.Image, input_size: int) -> np.ndarray:
+        """Returns the model input of one upright RGB image, as serving and training read it."""
+        if self.preprocess is not None:
+            return self.preprocess(image, input_size)
+        return centre_square(image, input_size, channels_first=self.channels_first)
+
     def prepare(self, data: bytes, limits: ImageLimits, input_size: int) -> np.ndarray:
         """Returns the model input of one upload; InvalidImage when it cannot be one."""
         image = decode_image(data, limits, min_side=decoded_side(input_size))
-        return self.preprocess(image, input_size)
+        return self.to_input(image, input_size)
 
     def check_disease(self, disease: str) -> None:
         """Accepts an empty disease (a direct call) or this one; UnknownDisease otherwise."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,38 @@ class SettingsSpec:
 
     prefix: str  # "SKIN_"
     default_port: int
-    backends: tuple[str, ...]  # the BACKEND setting's choices; the first is the default
     default_model_dir: Path  # the model served when MODEL_DIR is unset
     missing_model: str  # what to do when default_model_dir is absent, for the message
+    backends: tuple[str, ...] = ("embedded",)  # BACKEND's choices; the first is the default
+
+    @classmethod
+    def plugin(cls, disease: str, *, port: int) -> SettingsSpec:
+        """Returns the spec of a scaffolded service, which follows from its name.
+
+        By the plug-in rules (medimg_cli.components): the package is `<disease>_service`,
+        the prefix `<DISEASE>_`, and the demo model lives in the package's
+        `models/<disease>-demo`. Call it from inside the package, which is imported then.
+        """
+        package = f"{disease}_service"
+        folder = Path(str(sys.modules[package].__file__)).resolve().parent
+        return cls(
+            prefix=f"{disease.upper()}_",
+            default_port=port,
+            default_model_dir=folder / "models" / f"{disease}-demo",
+            missing_model=f"write it with `python -m {package}.demo_model`, or train one",
+        )
+
+    def read(self, env: Mapping[str, str] | None = None) -> ClassifierSettings:
+        """Reads and validates every variable with the prefix; SettingsError names a bad one."""
+        env = os.environ if env is None else env
+        server = ServerSettings.from_env(self.prefix, default_port=self.default_port, env=env)
+        return ClassifierSettings(
+            server=server,
+            batcher=BatcherSettings.from_env(self.prefix, env=env),
+            backend=env_choice(env, f"{self.prefix}BACKEND", self.backends[0], self.backends),
+            model_dir=model_dir(env, self),
+            image_limits=image_limits(env, self.prefix, server.max_message_bytes),
+        )
 
 
 @dataclass(frozen=True)
@@ -39,20 +69,6 @@ class ClassifierSettings:
     backend: str
     model_dir: Path
     image_limits: ImageLimits
-
-    @classmethod
-    def read(cls, spec: SettingsSpec, env: Mapping[str, str] | None = None) -> ClassifierSettings:
-        """Reads and validates every variable with spec's prefix; SettingsError names a bad one."""
-        env = os.environ if env is None else env
-        prefix = spec.prefix
-        server = ServerSettings.from_env(prefix, default_port=spec.default_port, env=env)
-        return ClassifierSettings(
-            server=server,
-            batcher=BatcherSettings.from_env(prefix, env=env),
-            backend=env_choice(env, f"{prefix}BACKEND", spec.backends[0], spec.backends),
-            model_dir=model_dir(env, spec),
-            image_limits=image_limits(env, prefix, server.max_message_bytes),
-        )
 
 
 def model_dir(env: Mapping[str, str], spec: SettingsSpec) -> Path:

@@ -37,7 +37,7 @@ class Settings(ClassifierSettings):
         """Reads every TOY_* variable; SettingsError names a bad one."""
         env = os.environ if env is None else env
         return cls(
-            **vars(ClassifierSettings.read(SPEC, env)),
+            **vars(SPEC.read(env)),
             delay_s=env_float(env, "TOY_DELAY_MS", 0.0, minimum=0.0) / 1000,
             hidden=env_int(env, "TOY_HIDDEN_UNITS", 256, minimum=3, maximum=65536),
         )

@@ -40,4 +40,4 @@ class ToyDomain(ImageDomain):
             ) from None
 
 
-TOY = ToyDomain(disease="toy", labels=LABELS, preprocess=preprocess)
+TOY = ToyDomain(disease="toy", labels=LABELS, preprocess=preprocess, input_size=INPUT_SIZE)
