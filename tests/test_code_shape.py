@@ -25,13 +25,11 @@ KNOWN_LONG: dict[str, int] = {
     "tests/k8s/test_manifests.py": 881,
     "tests/test_dockerfiles.py": 819,
     "web/series/services.py": 887,
-    "medimg_cli/tests/test_scaffold.py": 513,
     "web/tests/test_api_diagnoses.py": 501,
 }
 KNOWN_LONG_SERVICERS: dict[str, int] = {
     "trainer_service/servicer.py:TrainerServicer": 144,
     "gateway/servicer.py:TrainerProxy": 107,
-    "skin_service/servicer.py:SkinDiagnosisServicer": 68,
 }
 GENERATED = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi", "_pb2_grpc.pyi")
 

@@ -129,7 +129,7 @@ def test_no_message_carries_parallel_arrays_but_deprecated_ones() -> None:
         lines = proto.read_text().splitlines()
         for number, line in enumerate(lines):
             stripped = line.strip()
-            comment = []
+            comment: list[str] = []
             above = number - 1
             while above >= 0 and lines[above].strip().startswith("//"):
                 comment.insert(0, lines[above])
