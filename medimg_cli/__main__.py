@@ -283,7 +283,8 @@ def run_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execve(launch.argv[0], list(launch.argv), env)
+        # Becomes the component (no shell): its argv comes from the component table.
+        os.execve(launch.argv[0], list(launch.argv), env)  # noqa: S606
     except OSError as exc:
         return _fail("serve", f"cannot run {' '.join(launch.argv)}: {exc.strerror}")
 

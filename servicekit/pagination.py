@@ -12,7 +12,7 @@ from servicekit.errors import InvalidArgument
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 # A version prefix inside the token, so that a later format can tell its own tokens apart.
-_TOKEN_PREFIX = "v1:"
+_TOKEN_PREFIX = "v1:"  # noqa: S105  (a page token's format, not a secret)
 
 T = TypeVar("T")
 

@@ -192,5 +192,6 @@ def train(
             )
         on_epoch(metrics)
     network.eval()
-    assert metrics is not None  # epochs >= 1
+    if metrics is None:
+        raise ValueError("training needs at least one epoch")
     return network, metrics

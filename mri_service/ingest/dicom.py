@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import math
 import zlib
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,8 @@ from mri_service import domain
 from mri_service.errors import SeriesRejected
 from mri_service.ingest.archive import show
 from mri_service.ingest.limits import IngestLimits
+
+logger = logging.getLogger(__name__)
 
 # What decoding needs besides the pixel data itself; the survey reads these from the head.
 PIXEL_DESCRIPTION_TAGS = [
@@ -294,9 +297,9 @@ def _with_pixel_data(name: str, data: bytes, head: Head) -> Dataset:
             ds.PixelData = rest.PixelData
     except MemoryError:
         raise
-    except Exception:
+    except Exception as exc:
         # A truncated element: reported as missing pixel data, as a whole parse would.
-        pass
+        logger.debug("pixel data element unreadable (%s)", type(exc).__name__)
     return ds
 
 

@@ -115,10 +115,10 @@ def _ordered(
                 "SERIES_MIXED_SIZES",
             )
     if by_position:
-        assert first.orientation is not None
         for header in images:
-            assert header.orientation is not None
-            if not np.allclose(header.orientation, first.orientation, atol=ORIENTATION_TOLERANCE):
+            if not np.allclose(
+                _orientation(header), _orientation(first), atol=ORIENTATION_TOLERANCE
+            ):
                 raise _refuse(
                     f"entry {show(header.entry)} is oriented differently from the other slices "
                     f"of {label}; a phase must be one stack of parallel slices",
@@ -147,8 +147,17 @@ def _ordered(
 
 
 def _along(reference: InstanceHeader, header: InstanceHeader) -> float:
-    assert reference.orientation is not None and header.position is not None
-    return domain.position_along_normal(reference.orientation, header.position)
+    if header.position is None:
+        raise ValueError("ordering by position needs every slice's ImagePositionPatient")
+    return domain.position_along_normal(_orientation(reference), header.position)
+
+
+def _orientation(header: InstanceHeader) -> tuple[float, ...]:
+    # Ordering by position is chosen only when every slice has both tags; this keeps a
+    # caller that skipped that choice from computing with None.
+    if header.orientation is None:
+        raise ValueError("ordering by position needs every slice's ImageOrientationPatient")
+    return header.orientation
 
 
 def _check_count(slices: Sequence[InstanceHeader], label: str, limits: IngestLimits) -> None:

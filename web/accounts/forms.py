@@ -21,8 +21,9 @@ THROTTLED_REGISTRATION_MESSAGE = (
 )
 # The one message while reset requests are throttled, whichever limit tripped: it never
 # says whether an account uses the address.
+# A message, not a password (bandit's S105 reads the name).
 THROTTLED_PASSWORD_RESET_MESSAGE = (
-    "Too many password-reset requests. Wait a while and try again, and check your inbox "
+    "Too many password-reset requests. Wait a while and try again, and check your inbox "  # noqa: S105
     "and spam folder for a link already sent."
 )
 

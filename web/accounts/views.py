@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
@@ -170,7 +171,8 @@ class LogoutView(auth_views.LogoutView):
 def profile(request: HttpRequest) -> HttpResponse:
     """Shows and changes the user's name and whether results are e-mailed."""
     user = request.user
-    assert isinstance(user, User)  # LoginRequiredMiddleware: only users get here
+    if not isinstance(user, User):  # LoginRequiredMiddleware lets only users get here
+        raise PermissionDenied
     form = ProfileForm(request.POST or None, instance=user)
     if request.method == "POST" and form.is_valid():
         services.user_update_profile(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -114,83 +115,112 @@ def error_body(
     return {"error": error}
 
 
+@dataclass
+class _Failure:
+    """What the answer to one exception says: status, message, headers and extra data."""
+
+    http_status: int
+    message: str
+    reason: str = ""
+    retry_after_s: int | None = None
+    fields: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    rollback: bool = True
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
     """Returns the error response for any exception a view raised (DRF's EXCEPTION_HANDLER)."""
-    request = context.get("request")
-    request_id = request_id_of(request)
-    headers: dict[str, str] = {}
-    reason, fields, extra, rollback = "", None, {}, True
+    request_id = request_id_of(context.get("request"))
+    exc = _as_api_exception(exc)
+    failure = _failure_of(exc, request_id)
+    headers = dict(failure.headers)
+    if failure.retry_after_s:
+        headers["Retry-After"] = str(failure.retry_after_s)
+    if failure.http_status == status.HTTP_401_UNAUTHORIZED:
+        headers.setdefault("WWW-Authenticate", "Token")
+    message = failure.message
+    if failure.http_status >= 500 and not isinstance(exc, GatewayError | ApiError):
+        message = INTERNAL_MESSAGE  # nothing about the failure reaches the caller
+    if failure.rollback:
+        set_rollback()
+    body = error_body(
+        http_status=failure.http_status,
+        message=message,
+        request_id=request_id,
+        reason=failure.reason,
+        fields=failure.fields,
+    )
+    return Response({**body, **failure.extra}, status=failure.http_status, headers=headers)
 
+
+def _as_api_exception(exc: Exception) -> Exception:
+    """Returns Django's and the database's exceptions as the API's; others as they are."""
     if isinstance(exc, Http404):
-        exc = exceptions.NotFound(NOT_FOUND_MESSAGE)
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, RequestDataTooBig):
-        exc = ApiError(
+        return exceptions.NotFound(NOT_FOUND_MESSAGE)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, RequestDataTooBig):
+        return ApiError(
             "The request body is too large; send images as multipart uploads.",
             status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
-    elif isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed body
-        exc = ApiError("The request is not valid.", status_code=status.HTTP_400_BAD_REQUEST)
-    elif isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, SuspiciousOperation):  # too many fields or files, a malformed body
+        return ApiError("The request is not valid.", status_code=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, OperationalError | InterfaceError):
         # The database is away (restarted, failed over): brief, and not the caller's doing.
         # The driver's message may quote SQL and its parameters; the type says enough.
         logger.warning("database unavailable (%s): answered 503", type(exc).__name__)
-        exc = ApiError(
+        return ApiError(
             "The service is briefly unavailable; try again in a few seconds.",
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             reason="DATABASE_UNAVAILABLE",
             retry_after_s=DATABASE_RETRY_AFTER_S,
         )
+    return exc
 
+
+def _failure_of(exc: Exception, request_id: str) -> _Failure:
+    """Returns what to answer for exc, by the first of the API's kinds of error it is."""
     if isinstance(exc, GatewayError):
-        http_status, message, reason = exc.http_status, exc.message, exc.reason
-        retry_after = exc.retry_after_s
-    elif isinstance(exc, MedimgError):
+        return _Failure(exc.http_status, exc.message, exc.reason, exc.retry_after_s)
+    if isinstance(exc, MedimgError):
         http_status = gateway_client.outcome_for_name(exc.code).http_status
         if exc.code == "INVALID_ARGUMENT" and is_too_large(exc.reason):
             http_status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-        message, reason, retry_after = sentence(exc.message), exc.reason, None
-    elif isinstance(exc, exceptions.ValidationError):
-        http_status, retry_after = exc.status_code, None
+        return _Failure(http_status, sentence(exc.message), exc.reason)
+    if isinstance(exc, exceptions.ValidationError):
         fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        message = _first_message(fields)
-    elif isinstance(exc, ApiError):
-        http_status, message, reason = exc.status_code, str(exc.detail), exc.reason
-        retry_after, extra, rollback = exc.retry_after_s, exc.extra, exc.rollback
-    elif isinstance(exc, exceptions.Throttled):
+        return _Failure(exc.status_code, _first_message(fields), fields=fields)
+    if isinstance(exc, ApiError):
+        return _Failure(
+            exc.status_code,
+            str(exc.detail),
+            exc.reason,
+            exc.retry_after_s,
+            extra=exc.extra,
+            rollback=exc.rollback,
+        )
+    if isinstance(exc, exceptions.Throttled):
         # A rate of web/api/throttles.py: the same sentence whichever rate, with Retry-After.
-        http_status, reason = exc.status_code, "RATE_LIMITED"
-        message = "Too many requests. Wait the seconds Retry-After says and try again."
         wait = getattr(exc, "wait", None)
-        retry_after = max(1, int(wait + 0.999)) if wait else None
-    elif isinstance(exc, exceptions.APIException):
-        http_status, message = exc.status_code, sentence(str(exc.detail))
+        return _Failure(
+            exc.status_code,
+            "Too many requests. Wait the seconds Retry-After says and try again.",
+            "RATE_LIMITED",
+            max(1, int(wait + 0.999)) if wait else None,
+        )
+    if isinstance(exc, exceptions.APIException):
         wait = getattr(exc, "wait", None)
-        retry_after = int(wait + 0.999) if wait else None
         auth_header = getattr(exc, "auth_header", None)
-        if auth_header:
-            headers["WWW-Authenticate"] = str(auth_header)
-    else:
-        logger.exception("API request failed", extra={"request_id": request_id})
-        http_status, message, retry_after = 500, INTERNAL_MESSAGE, None
-
-    if retry_after:
-        headers["Retry-After"] = str(retry_after)
-    if http_status == status.HTTP_401_UNAUTHORIZED:
-        headers.setdefault("WWW-Authenticate", "Token")
-    if http_status >= 500 and not isinstance(exc, GatewayError | ApiError):
-        message = INTERNAL_MESSAGE  # nothing about the failure reaches the caller
-    if rollback:
-        set_rollback()
-    body = error_body(
-        http_status=http_status,
-        message=message,
-        request_id=request_id,
-        reason=reason,
-        fields=fields,
-    )
-    return Response({**body, **extra}, status=http_status, headers=headers)
+        return _Failure(
+            exc.status_code,
+            sentence(str(exc.detail)),
+            retry_after_s=int(wait + 0.999) if wait else None,
+            headers={"WWW-Authenticate": str(auth_header)} if auth_header else {},
+        )
+    logger.exception("API request failed", extra={"request_id": request_id})
+    return _Failure(500, INTERNAL_MESSAGE)
 
 
 def _first_message(fields: Any, path: str = "") -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -169,18 +171,7 @@ def test_each_refusal_case_has_exactly_its_fault(
         rows = list(csv.DictReader(io.StringIO(zip_entries(zip_path)["metadata.csv"].decode())))
         assert len(rows) == len({n.rpartition("/")[0] for n in names[2:]})
     if fault is Fault.TWO_STUDIES:
-        studies = {study for study, _ in groups}
-        assert len(studies) == 2
-        dates = set()
-        for study in studies:
-            for phase in PHASES:
-                assert_phase(groups[study, phase], series, phase)
-            images = [ds for (s, _), group in groups.items() if s == study for ds in group]
-            assert len({ds.StudyInstanceUID for ds in images}) == 1
-            assert len({ds.FrameOfReferenceUID for ds in images}) == 1
-            dates.add(_only({ds.StudyDate for ds in images}))
-        first, second = sorted(str(d) for d in dates)
-        assert int(second[:4]) - int(first[:4]) == 1
+        _check_two_studies(groups, series)
         return
     by_phase = {phase: group for (_, phase), group in groups.items()}
     assert len(by_phase) == len(groups)
@@ -191,14 +182,7 @@ def test_each_refusal_case_has_exactly_its_fault(
         return
     assert sorted(by_phase) == sorted(PHASES)
     if fault is Fault.DUPLICATE_SERIES:
-        for group in by_phase.values():
-            assert_phase(group, series, PRE)
-            assert [ds.SOPInstanceUID for ds in group] == [
-                ds.SOPInstanceUID for ds in originals[PRE]
-            ]
-            assert (
-                _only({ds.SeriesInstanceUID for ds in group}) == originals[PRE][0].SeriesInstanceUID
-            )
+        _check_duplicate_series(by_phase, series, originals)
         return
     hit = "2nd_pass"
     for phase in PHASES:
@@ -207,63 +191,122 @@ def test_each_refusal_case_has_exactly_its_fault(
             assert [ds.SOPInstanceUID for ds in by_phase[phase]] == [
                 ds.SOPInstanceUID for ds in originals[phase]
             ]
-    wrong, right = by_phase[hit], originals[hit]
-    others = [ds for phase in PHASES if phase != hit for ds in by_phase[phase]]
-
-    def same(keyword: str) -> bool:
-        return {str(ds.get(keyword)) for ds in wrong} == {str(ds.get(keyword)) for ds in others}
-
     if fault is not Fault.RESAMPLED:
-        assert_phase(wrong, series, "1st_pass" if fault is Fault.RETAGGED_COPY else hit)
-    if fault is Fault.RETAGGED_COPY:
-        assert not {ds.SOPInstanceUID for ds in wrong} & {ds.SOPInstanceUID for ds in right}
-        assert _only({ds.SeriesInstanceUID for ds in wrong}) not in {
-            ds.SeriesInstanceUID for ds in [*others, *right]
-        }
-        assert _only({ds.SeriesNumber for ds in wrong}) == (3 if layout == "breastwise" else 5)
-        assert same("StudyInstanceUID") and same("FrameOfReferenceUID")
-    elif fault is Fault.OTHER_PATIENT:
-        assert _only({ds.PatientID for ds in wrong}) == OTHER_PATIENT.patient_id
-        assert _only({str(ds.PatientName) for ds in wrong}) == OTHER_PATIENT.name
-        assert _only({ds.PatientBirthDate for ds in wrong}) == OTHER_PATIENT.birth_date
-        assert len({ds.StudyInstanceUID for ds in others}) == 1 and not same("StudyInstanceUID")
-        assert not same("FrameOfReferenceUID")
-        if layout == "tcia":
-            subjects = {n.split("/")[1] for n in read_dicoms(zip_path)}
-            assert subjects == {DUKE_PATIENT.patient_id, OTHER_PATIENT.patient_id}
-    elif fault is Fault.CT_MODALITY:
-        assert {(ds.Modality, ds.SOPClassUID) for ds in wrong} == {("CT", CTImageStorage)}
-        assert {ds.file_meta.MediaStorageSOPClassUID for ds in wrong} == {CTImageStorage}
-        assert {ds.Modality for ds in others} == {"MR"}
-        assert not any("ScanningSequence" in ds for ds in wrong)
-    elif fault is Fault.RESAMPLED:
-        assert {(ds.Rows, ds.Columns) for ds in wrong} == {(36, 36)}
-        assert {(ds.Rows, ds.Columns) for ds in others} == {(SIZE, SIZE)}
-        assert math.isclose(
-            float(wrong[0].PixelSpacing[0]) * 36, float(others[0].PixelSpacing[0]) * SIZE,
-            rel_tol=1e-5,
-        )  # fmt: skip
-    elif fault is Fault.PIXEL_SPACING:
-        spacing = _only({float(ds.PixelSpacing[0]) for ds in wrong})
-        assert math.isclose(spacing, 1.25 * float(others[0].PixelSpacing[0]), rel_tol=1e-5)
-        assert same("ImagePositionPatient") and same("Rows")
-    elif fault is Fault.ORIENTATION:
-        tilt = math.degrees(
-            math.acos(float(np.dot(layouts._normal(wrong[0]), layouts._normal(others[0]))))
-        )
-        assert math.isclose(tilt, 20.0, abs_tol=1e-3)
-        assert same("ImagePositionPatient")
-    elif fault is Fault.SLICE_POSITIONS:
-        shifts = {
-            round(along_normal(w) - along_normal(r), 3) for w, r in zip(wrong, right, strict=True)
-        }
-        assert shifts == {3.0}
-        assert same("ImageOrientationPatient") and same("FrameOfReferenceUID")
-    elif fault is Fault.FRAME_OF_REFERENCE:
-        assert len({ds.FrameOfReferenceUID for ds in others}) == 1
-        assert not same("FrameOfReferenceUID") and same("ImagePositionPatient")
-    else:  # pragma: no cover - every fault is checked above
-        raise AssertionError(fault)
+        assert_phase(by_phase[hit], series, "1st_pass" if fault is Fault.RETAGGED_COPY else hit)
+    others = [ds for phase in PHASES if phase != hit for ds in by_phase[phase]]
+    _PHASE_CHECKS[fault](_Hit(by_phase[hit], originals[hit], others, layout, zip_path))
+
+
+def _check_two_studies(groups: dict[tuple[str, str], list[Dataset]], series: PhantomSeries) -> None:
+    studies = {study for study, _ in groups}
+    assert len(studies) == 2
+    dates = set()
+    for study in studies:
+        for phase in PHASES:
+            assert_phase(groups[study, phase], series, phase)
+        images = [ds for (s, _), group in groups.items() if s == study for ds in group]
+        assert len({ds.StudyInstanceUID for ds in images}) == 1
+        assert len({ds.FrameOfReferenceUID for ds in images}) == 1
+        dates.add(_only({ds.StudyDate for ds in images}))
+    first, second = sorted(str(d) for d in dates)
+    assert int(second[:4]) - int(first[:4]) == 1
+
+
+def _check_duplicate_series(
+    by_phase: dict[str, list[Dataset]], series: PhantomSeries, originals: dict[str, list[Dataset]]
+) -> None:
+    for group in by_phase.values():
+        assert_phase(group, series, PRE)
+        assert [ds.SOPInstanceUID for ds in group] == [ds.SOPInstanceUID for ds in originals[PRE]]
+        assert _only({ds.SeriesInstanceUID for ds in group}) == originals[PRE][0].SeriesInstanceUID
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """The phase a fault hit (`wrong`), as it was (`right`), and the other phases' images."""
+
+    wrong: list[Dataset]
+    right: list[Dataset]
+    others: list[Dataset]
+    layout: str
+    zip_path: Path
+
+    def same(self, keyword: str) -> bool:
+        values = {str(ds.get(keyword)) for ds in self.wrong}
+        return values == {str(ds.get(keyword)) for ds in self.others}
+
+
+def _check_retagged_copy(hit: _Hit) -> None:
+    assert not {ds.SOPInstanceUID for ds in hit.wrong} & {ds.SOPInstanceUID for ds in hit.right}
+    assert _only({ds.SeriesInstanceUID for ds in hit.wrong}) not in {
+        ds.SeriesInstanceUID for ds in [*hit.others, *hit.right]
+    }
+    assert _only({ds.SeriesNumber for ds in hit.wrong}) == (3 if hit.layout == "breastwise" else 5)
+    assert hit.same("StudyInstanceUID") and hit.same("FrameOfReferenceUID")
+
+
+def _check_other_patient(hit: _Hit) -> None:
+    assert _only({ds.PatientID for ds in hit.wrong}) == OTHER_PATIENT.patient_id
+    assert _only({str(ds.PatientName) for ds in hit.wrong}) == OTHER_PATIENT.name
+    assert _only({ds.PatientBirthDate for ds in hit.wrong}) == OTHER_PATIENT.birth_date
+    assert len({ds.StudyInstanceUID for ds in hit.others}) == 1
+    assert not hit.same("StudyInstanceUID") and not hit.same("FrameOfReferenceUID")
+    if hit.layout == "tcia":
+        subjects = {n.split("/")[1] for n in read_dicoms(hit.zip_path)}
+        assert subjects == {DUKE_PATIENT.patient_id, OTHER_PATIENT.patient_id}
+
+
+def _check_ct_modality(hit: _Hit) -> None:
+    assert {(ds.Modality, ds.SOPClassUID) for ds in hit.wrong} == {("CT", CTImageStorage)}
+    assert {ds.file_meta.MediaStorageSOPClassUID for ds in hit.wrong} == {CTImageStorage}
+    assert {ds.Modality for ds in hit.others} == {"MR"}
+    assert not any("ScanningSequence" in ds for ds in hit.wrong)
+
+
+def _check_resampled(hit: _Hit) -> None:
+    assert {(ds.Rows, ds.Columns) for ds in hit.wrong} == {(36, 36)}
+    assert {(ds.Rows, ds.Columns) for ds in hit.others} == {(SIZE, SIZE)}
+    assert math.isclose(
+        float(hit.wrong[0].PixelSpacing[0]) * 36, float(hit.others[0].PixelSpacing[0]) * SIZE,
+        rel_tol=1e-5,
+    )  # fmt: skip
+
+
+def _check_pixel_spacing(hit: _Hit) -> None:
+    spacing = _only({float(ds.PixelSpacing[0]) for ds in hit.wrong})
+    assert math.isclose(spacing, 1.25 * float(hit.others[0].PixelSpacing[0]), rel_tol=1e-5)
+    assert hit.same("ImagePositionPatient") and hit.same("Rows")
+
+
+def _check_orientation(hit: _Hit) -> None:
+    normals = layouts._normal(hit.wrong[0]), layouts._normal(hit.others[0])
+    tilt = math.degrees(math.acos(float(np.dot(*normals))))
+    assert math.isclose(tilt, 20.0, abs_tol=1e-3)
+    assert hit.same("ImagePositionPatient")
+
+
+def _check_slice_positions(hit: _Hit) -> None:
+    pairs = zip(hit.wrong, hit.right, strict=True)
+    assert {round(along_normal(w) - along_normal(r), 3) for w, r in pairs} == {3.0}
+    assert hit.same("ImageOrientationPatient") and hit.same("FrameOfReferenceUID")
+
+
+def _check_frame_of_reference(hit: _Hit) -> None:
+    assert len({ds.FrameOfReferenceUID for ds in hit.others}) == 1
+    assert not hit.same("FrameOfReferenceUID") and hit.same("ImagePositionPatient")
+
+
+# What each fault that hits one phase must have changed there, and only there.
+_PHASE_CHECKS: dict[Fault, Callable[[_Hit], None]] = {
+    Fault.RETAGGED_COPY: _check_retagged_copy,
+    Fault.OTHER_PATIENT: _check_other_patient,
+    Fault.CT_MODALITY: _check_ct_modality,
+    Fault.RESAMPLED: _check_resampled,
+    Fault.PIXEL_SPACING: _check_pixel_spacing,
+    Fault.ORIENTATION: _check_orientation,
+    Fault.SLICE_POSITIONS: _check_slice_positions,
+    Fault.FRAME_OF_REFERENCE: _check_frame_of_reference,
+}
 
 
 def test_a_refusal_fault_can_hit_another_phase(series: PhantomSeries, out: Path) -> None:

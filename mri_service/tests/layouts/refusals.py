@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
@@ -62,55 +62,87 @@ def _previous(phase: str) -> str:
 
 def _apply_fault(phases: Phases, fault: Fault, phase: str) -> Phases:
     """Returns phases with fault in phase (TWO_STUDIES is handled by the caller)."""
-    hit = list(phases[phase].values())
     if fault is Fault.DUPLICATE_SERIES:
         return {name: copy.deepcopy(phases[phase]) for name in phases}
-    if fault is Fault.RETAGGED_COPY:
-        donor = list(phases[_previous(phase)].values())
-        for ds, other in zip(hit, donor, strict=True):
-            ds.PixelData = other.PixelData
-        _renew(hit, "retagged copy")
-    elif fault is Fault.OTHER_PATIENT:
-        apply_patient(hit, OTHER_PATIENT)
-        _renew(hit, "other patient", study=True, frame=True)
-        for ds in hit:
-            ds.StudyID = "7"
-    elif fault is Fault.CT_MODALITY:
-        for ds in hit:
-            ds.Modality = "CT"
-            _set_sop(ds, ds.SOPInstanceUID, CTImageStorage)
-            for keyword in _MR_ONLY:
-                if keyword in ds:
-                    delattr(ds, keyword)
-            ds.KVP = 120
-            ds.RescaleType = "HU"
-    elif fault is Fault.RESAMPLED:
-        for ds in hit:
-            rows = round(int(ds.Rows) * RESAMPLE_FACTOR)
-            _resample(ds, rows, round(int(ds.Columns) * RESAMPLE_FACTOR))
-    elif fault is Fault.PIXEL_SPACING:
-        for ds in hit:
-            ds.PixelSpacing = [round(float(v) * SPACING_FACTOR, 6) for v in ds.PixelSpacing]
-    elif fault is Fault.ORIENTATION:
-        angle = math.radians(TILT_DEGREES)
-        for ds in hit:
-            column = np.asarray(ds.ImageOrientationPatient[3:], dtype=np.float64)
-            tilted = math.cos(angle) * column + math.sin(angle) * _normal(ds)
-            row = [float(v) for v in ds.ImageOrientationPatient[:3]]
-            ds.ImageOrientationPatient = [round(v, 6) for v in (*row, *tilted.tolist())]
-    elif fault is Fault.SLICE_POSITIONS:
-        for ds in hit:
-            moved = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-            moved += SLICE_SHIFT_MM * _normal(ds)
-            ds.ImagePositionPatient = [round(float(v), 4) for v in moved]
-            if "SliceLocation" in ds:
-                ds.SliceLocation = round(float(ds.SliceLocation) + SLICE_SHIFT_MM, 4)
-    elif fault is Fault.FRAME_OF_REFERENCE:
-        for ds in hit:
-            ds.FrameOfReferenceUID = _uid(ds.FrameOfReferenceUID, "own frame", phase)
-    elif fault is Fault.THREE_PHASES:
+    if fault is Fault.THREE_PHASES:
         del phases[phase]
+        return phases
+    change = _FAULTS.get(fault)  # TWO_STUDIES changes nothing here
+    if change is not None:
+        change(phases, phase, list(phases[phase].values()))
     return phases
+
+
+def _retagged_copy(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    donor = list(phases[_previous(phase)].values())
+    for ds, other in zip(hit, donor, strict=True):
+        ds.PixelData = other.PixelData
+    _renew(hit, "retagged copy")
+
+
+def _other_patient(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    apply_patient(hit, OTHER_PATIENT)
+    _renew(hit, "other patient", study=True, frame=True)
+    for ds in hit:
+        ds.StudyID = "7"
+
+
+def _ct_modality(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    for ds in hit:
+        ds.Modality = "CT"
+        _set_sop(ds, ds.SOPInstanceUID, CTImageStorage)
+        for keyword in _MR_ONLY:
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.KVP = 120
+        ds.RescaleType = "HU"
+
+
+def _resampled(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    for ds in hit:
+        rows = round(int(ds.Rows) * RESAMPLE_FACTOR)
+        _resample(ds, rows, round(int(ds.Columns) * RESAMPLE_FACTOR))
+
+
+def _pixel_spacing(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    for ds in hit:
+        ds.PixelSpacing = [round(float(v) * SPACING_FACTOR, 6) for v in ds.PixelSpacing]
+
+
+def _orientation(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    angle = math.radians(TILT_DEGREES)
+    for ds in hit:
+        column = np.asarray(ds.ImageOrientationPatient[3:], dtype=np.float64)
+        tilted = math.cos(angle) * column + math.sin(angle) * _normal(ds)
+        row = [float(v) for v in ds.ImageOrientationPatient[:3]]
+        ds.ImageOrientationPatient = [round(v, 6) for v in (*row, *tilted.tolist())]
+
+
+def _slice_positions(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    for ds in hit:
+        moved = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
+        moved += SLICE_SHIFT_MM * _normal(ds)
+        ds.ImagePositionPatient = [round(float(v), 4) for v in moved]
+        if "SliceLocation" in ds:
+            ds.SliceLocation = round(float(ds.SliceLocation) + SLICE_SHIFT_MM, 4)
+
+
+def _frame_of_reference(phases: Phases, phase: str, hit: list[Dataset]) -> None:
+    for ds in hit:
+        ds.FrameOfReferenceUID = _uid(ds.FrameOfReferenceUID, "own frame", phase)
+
+
+# How each fault that re-tags or re-pixels the hit phase's datasets does it.
+_FAULTS: dict[Fault, Callable[[Phases, str, list[Dataset]], None]] = {
+    Fault.RETAGGED_COPY: _retagged_copy,
+    Fault.OTHER_PATIENT: _other_patient,
+    Fault.CT_MODALITY: _ct_modality,
+    Fault.RESAMPLED: _resampled,
+    Fault.PIXEL_SPACING: _pixel_spacing,
+    Fault.ORIENTATION: _orientation,
+    Fault.SLICE_POSITIONS: _slice_positions,
+    Fault.FRAME_OF_REFERENCE: _frame_of_reference,
+}
 
 
 def _second_study(phases: Phases) -> Phases:

@@ -52,8 +52,8 @@ class Stage:
         return [i for i in self.instructions if i.keyword == keyword]
 
 
-def parse_dockerfile(text: str) -> list[Stage]:
-    """Returns the stages; comment lines and blank lines (inside continuations too) dropped."""
+def logical_lines(text: str) -> list[str]:
+    """Returns the instructions' lines, continuations joined, comments and blanks dropped."""
     logical: list[str] = []
     pending = ""
     for raw in text.splitlines():
@@ -68,9 +68,14 @@ def parse_dockerfile(text: str) -> list[Stage]:
         pending = ""
     if pending:
         logical.append(pending)
+    return logical
+
+
+def parse_dockerfile(text: str) -> list[Stage]:
+    """Returns the stages; comment lines and blank lines (inside continuations too) dropped."""
     stages: list[Stage] = []
     body: list[Instruction] = []
-    for line in logical:
+    for line in logical_lines(text):
         keyword, _, args = line.partition(" ")
         instruction = Instruction(keyword.upper(), args.strip())
         if instruction.keyword == "FROM":
