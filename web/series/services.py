@@ -86,7 +86,8 @@ def retry_delay(retry: int) -> timedelta:
     """Returns the backoff before automatic retry number `retry` (from 1), jitter included."""
     base = float(settings.WEB_SERIES_RETRY_BASE_SECONDS)
     full = min(base * 2 ** (retry - 1), float(settings.WEB_SERIES_RETRY_MAX_SECONDS))
-    return timedelta(seconds=full * (1 - RETRY_JITTER * random.random()))
+    # Jitter spreads retries out; it needs no cryptographic randomness.
+    return timedelta(seconds=full * (1 - RETRY_JITTER * random.random()))  # noqa: S311
 
 
 class UploadRefused(Exception):
