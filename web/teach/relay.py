@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from channels.layers import get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 
 from web.gateway_client import GatewayError, TrainingEvents, TrainingJobState
 
@@ -103,7 +104,8 @@ async def relay(
     Cancelling the task ends the gRPC call (not the job).
     """
     layer = get_channel_layer()
-    assert layer is not None, "CHANNEL_LAYERS has no default layer"
+    if layer is None:
+        raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer")
     try:
         async for job in iterate_in_thread(events):
             if on_event is not None:
