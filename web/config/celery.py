@@ -37,6 +37,10 @@ def celery_config(
         "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A lost broker connection (Redis restarting) must not kill the job that runs: its
+        # row, not its message, records the outcome, and a redelivered copy is skipped by
+        # the claim. (Celery 6 means to default this to True.)
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": time_limit_s,
         "task_soft_time_limit": max(time_limit_s - 30, 1),

@@ -96,15 +96,24 @@ def series_jobs_sweep() -> int:
     services.series_jobs_recover()
     job_ids = list(services.series_jobs_due().values_list("pk", flat=True)[:SWEEP_BATCH])
     for pk in job_ids:
-        series_job_process.delay(str(pk))
+        enqueue(job_id=pk)
     return len(job_ids)
 
 
 def enqueue(*, job_id: uuid.UUID | None = None, delay_s: float = 0.0) -> None:
-    """Sends a job to the Celery workers `delay_s` from now; on a broker outage, to the sweep."""
+    """Sends a job to the Celery workers `delay_s` from now; on a broker outage, to the sweep.
+
+    The message asks for no stored result: the job's row is its outcome, and a sender that
+    waits for none must not subscribe to one either. With a result, Redis's result
+    backend subscribes on every send and, Redis being down, retried that for about 20 s
+    before giving up: the upload that queued the job hung that long. Without one, an
+    outage costs the sender the publish retries only (task_publish_retry_policy, ~1 s).
+    """
     try:
         series_job_process.apply_async(
-            (str(job_id) if job_id is not None else None,), countdown=max(delay_s, 0.0)
+            (str(job_id) if job_id is not None else None,),
+            countdown=max(delay_s, 0.0),
+            ignore_result=True,
         )
     except Exception:  # kombu raises OperationalError and others: the row stays queued
         logger.exception("series job %s: could not reach the Celery broker", job_id or "?")

@@ -2,13 +2,16 @@
 
 Both authenticate before accepting (anonymous: closed with 4401, never accepted) and
 serve only the owner's project (else 4404); AllowedHostsOriginValidator in the ASGI app
-refuses other origins before either runs.
+refuses other origins before either runs. A socket whose channel layer goes away (Redis
+restarting) is closed with 1013, "try again later", and the page reconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +25,7 @@ from web.teach import selectors, services
 from web.teach.forms import TrainSettingsForm
 from web.teach.models import TeachProject
 from web.teach.relay import (
+    LAYER_ERRORS,
     error_json,
     iterate_in_thread,
     job_json,
@@ -37,9 +41,12 @@ CLOSE_NOT_FOUND: Final = 4404
 CLOSE_BAD_FRAME: Final = 4400
 CLOSE_TOO_BIG: Final = 1009  # RFC 6455: message too big
 CLOSE_FAILED: Final = 1011
+CLOSE_TRY_AGAIN: Final = 1013  # RFC 6455: try again later
 # Commands on the training socket are small JSON objects.
 MAX_COMMAND_BYTES: Final = 16 * 1024
 IMAGE_SIGNATURES: Final = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+logger = logging.getLogger(__name__)
 
 
 async def _owned_project(user: User, project_id: uuid.UUID) -> TeachProject | None:
@@ -52,6 +59,25 @@ class _ProjectSocket(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels 
     """Accepts only the signed-in owner of the project in the URL."""
 
     project: TeachProject
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels reads the socket's channel from the layer all along: with Redis away
+        # that read raises, and the consumer would end in a traceback, the page seeing an
+        # abnormal close. A clean 1013 instead; the page reconnects with its backoff and
+        # gets the current state on connect.
+        try:
+            await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as error:
+            logger.warning(
+                "websocket %s: the channel layer is unreachable (%s); closing with %d",
+                scope.get("path", "?"),
+                error,
+                CLOSE_TRY_AGAIN,
+            )
+            with contextlib.suppress(Exception):
+                await self.disconnect(CLOSE_TRY_AGAIN)
+            with contextlib.suppress(Exception):  # the socket may be gone already
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -105,7 +131,10 @@ class TrainingConsumer(_ProjectSocket):
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "project"):
-            await self.channel_layer.group_discard(self.project.group_name, self.channel_name)
+            # Redis away: nothing to discard from (its restart emptied the groups), and
+            # a stale entry expires with the layer's group_expiry.
+            with contextlib.suppress(*LAYER_ERRORS):
+                await self.channel_layer.group_discard(self.project.group_name, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         raw = text_data if text_data is not None else (bytes_data or b"").decode(errors="replace")

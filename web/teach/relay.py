@@ -3,6 +3,10 @@
 One task per stream reads the gateway's events and `group_send`s each to the project's
 group, so every tab (in any web process, with Redis) that follows the project sees them.
 Relays outlive the socket that started them: the training goes on, and so do its events.
+They also outlive the channel layer going away (Redis restarting): an event that cannot
+be sent is dropped, the relay goes on reading, and the next event reaches the group once
+Redis is back. Nothing is lost for the pages: each event is the whole job state, and a
+page that reconnects gets the current one on connect.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
-from channels.layers import get_channel_layer
+from channels.layers import BaseChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
 
 from web.gateway_client import GatewayError, TrainingEvents, TrainingJobState
 
@@ -24,6 +29,8 @@ T = TypeVar("T")
 
 EVENT_TYPE: Final = "training.event"
 ERROR_TYPE: Final = "training.error"
+# What channels-redis raises while Redis is unreachable or restarting.
+LAYER_ERRORS: Final = (RedisError, OSError)
 
 # This process's running relays by project group; kept so tasks are not collected mid-run.
 _relays: dict[str, set[asyncio.Task[None]]] = {}
@@ -106,19 +113,53 @@ async def relay(
     layer = get_channel_layer()
     if layer is None:
         raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer")
+    outlet = _Outlet(layer, group)
     try:
         async for job in iterate_in_thread(events):
             if on_event is not None:
                 await on_event(job)
-            await layer.group_send(group, {"type": EVENT_TYPE, "job": job_json(job)})
+            await outlet.send({"type": EVENT_TYPE, "job": job_json(job)})
     except GatewayError as error:
-        message = {"type": ERROR_TYPE, "error": error_json(error)}
-        if reply_channel is not None:
-            await layer.send(reply_channel, message)
-        else:
-            await layer.group_send(group, message)
+        await outlet.send({"type": ERROR_TYPE, "error": error_json(error)}, channel=reply_channel)
     finally:
         events.cancel()
+
+
+class _Outlet:
+    """Sends a relay's messages, dropping those the channel layer cannot take just now.
+
+    Says once in the log when sending starts failing and once when it works again, not
+    for every event of an outage.
+    """
+
+    def __init__(self, layer: BaseChannelLayer, group: str) -> None:
+        self.layer = layer
+        self.group = group
+        self.dropped = 0
+
+    async def send(self, message: dict[str, Any], *, channel: str | None = None) -> None:
+        try:
+            if channel is not None:
+                await self.layer.send(channel, message)
+            else:
+                await self.layer.group_send(self.group, message)
+        except LAYER_ERRORS as error:
+            if not self.dropped:
+                logger.warning(
+                    "training relay %s: the channel layer is unreachable (%s); "
+                    "dropping events until it is back",
+                    self.group,
+                    error,
+                )
+            self.dropped += 1
+            return
+        if self.dropped:
+            logger.warning(
+                "training relay %s: the channel layer is back after %d dropped event(s)",
+                self.group,
+                self.dropped,
+            )
+            self.dropped = 0
 
 
 def start_relay(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,9 +11,9 @@ from channels_redis.core import RedisChannelLayer
 from django.test import Client
 
 from tests.support.processes import Process
+from tests.support.redis import redis_server
 from web.accounts.models import User
 from web.teach.relay import stop_relays
-from web.tests.test_series_celery import redis_url  # noqa: F401  (fixture)
 from web.tests.test_teach_e2e import (
     TRAIN,
     create_project_with_examples,
@@ -24,8 +25,15 @@ pytestmark = pytest.mark.slow
 REDIS_LAYER = "channels_redis.core.RedisChannelLayer"  # what settings.py picks with REDIS_URL
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Runs a throwaway redis-server on a free loopback port; stops it, leaving no process."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
 async def test_a_group_send_on_one_layer_reaches_a_channel_of_another(
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> None:
     here, there = RedisChannelLayer(hosts=[redis_url]), RedisChannelLayer(hosts=[redis_url])
     try:
@@ -46,7 +54,7 @@ async def test_a_group_send_on_one_layer_reaches_a_channel_of_another(
 
 @pytest.mark.django_db(transaction=True)
 def test_training_events_reach_every_follower_through_redis(
-    redis_url: str,  # noqa: F811
+    redis_url: str,
     trainer_stack: tuple[Process, Process],  # noqa: F811
     settings: Any,
     client_alice: Client,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +15,7 @@ from celery.worker import WorkController
 
 from mri_service.settings import DEFAULT_MODEL_DIR
 from tests.support.processes import Process
+from tests.support.redis import redis_server
 from web.accounts.models import User
 from web.config.celery import app
 from web.series import services, tasks, worker
@@ -25,62 +24,14 @@ from web.tests.postgres import free_port
 from web.tests.test_series_e2e import gateway_process, mri  # noqa: F401  (fixtures)
 from web.tests.test_series_services import phantom_zip_bytes
 
-REPO = Path(__file__).resolve().parents[2]
-INSTALL_SCRIPT = REPO / "scripts" / "install_redis.sh"
-
 pytestmark = pytest.mark.slow
-
-
-def _redis_binaries() -> tuple[str, str]:
-    """Returns redis-server and redis-cli, installing them with the project script if missing."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server and cli:
-        return server, cli
-    done = subprocess.run(
-        [str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=300, check=False
-    )
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if done.returncode != 0 or not (server and cli):
-        pytest.fail(
-            f"redis-server is needed and {INSTALL_SCRIPT.name} could not install it "
-            f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}",
-            pytrace=False,
-        )
-    return server, cli
 
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Runs a throwaway redis-server on a free loopback port; stops it, leaving no process."""
-    server, cli = _redis_binaries()
-    folder = tmp_path_factory.mktemp("redis")
-    port, pidfile = free_port(), folder / "redis.pid"
-    subprocess.run(
-        [
-            *(server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile)),
-            *("--logfile", str(folder / "log")),
-        ],
-        check=True,
-        timeout=30,
-    )
-    ping = [cli, "-h", "127.0.0.1", "-p", str(port), "ping"]
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(ping, capture_output=True, text=True).stdout.strip() != "PONG":
-            assert time.monotonic() < deadline, (folder / "log").read_text()
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        subprocess.run([cli, "-h", "127.0.0.1", "-p", str(port), "shutdown", "nosave"], timeout=30)
-        pid = int(pidfile.read_text()) if pidfile.is_file() else 0
-        for _ in range(100):
-            if not pid or not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            raise AssertionError(f"redis-server {pid} did not stop on shutdown")
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
 
 
 @pytest.fixture
