@@ -93,6 +93,11 @@ def _configure_django() -> None:
         os.environ.update(saved)
     from django.conf import settings
 
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # A file, not Django's shared-cache in-memory default: there a Celery or ASGI
+        # worker thread writing beside the test fails at once with "database table is
+        # locked" (shared-cache locks ignore the busy timeout); a file waits, as in use.
+        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = str(scratch / "test.sqlite3")
     # Hashing at full strength costs a quarter second a password; tests need none of it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
