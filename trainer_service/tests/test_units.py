@@ -167,8 +167,8 @@ def test_a_token_this_service_did_not_make_is_invalid_argument(token: str) -> No
 def test_projects_are_listed_newest_first_page_by_page_with_each_labels_count() -> None:
     from medimg.v1 import trainer_service_pb2 as pb
 
+    from trainer_service.rpc_projects import list_projects
     from trainer_service.service import ProjectView
-    from trainer_service.servicer import list_projects
     from trainer_service.store import Project
 
     # Two projects created in the same microsecond: their ids order them.
