@@ -2,84 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any, NoReturn, TypeAlias
 
 import grpc
 import grpc.aio
-from medimg.v1 import model_registry_pb2, model_registry_pb2_grpc, trainer_service_pb2
+from medimg.v1 import model_registry_pb2, model_registry_pb2_grpc
 
-from gateway import convert
+from gateway import convert, trainer_calls
+from gateway.forward import Context, Handlers, forward_series_upload, forward_unary
 from gateway.registry import Route, RouteKind
 from gateway.router import Router, check_admin
-from gateway.upstream import upstream_timeout
+from gateway.trainer_calls import TRAINER_SERVER_STREAMING, TRAINER_SERVICE, TRAINER_UNARY
 from servicekit import pagination
-from servicekit.errors import BackendUnavailable, InvalidArgument
+from servicekit.errors import InvalidArgument
 from servicekit.server import ServiceBinding
 
 DIAGNOSIS_SERVICE = "medimg.v1.DiagnosisService"
 SERIES_SERVICE = "medimg.v1.SeriesAnalysisService"
 REGISTRY_SERVICE = "medimg.v1.ModelRegistry"
-# Taken from the generated descriptor, which also makes reflection able to describe it.
-TRAINER_SERVICE: str = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
 
 DIAGNOSE = f"/{DIAGNOSIS_SERVICE}/Diagnose"
 GET_MODEL_INFO = f"/{DIAGNOSIS_SERVICE}/GetModelInfo"
 # SeriesAnalysisService's client-streaming methods: the same upload stream, proxied alike.
 SERIES_UPLOADS = ("AnalyzeSeries", "InspectSeries")
 GET_SERIES_MODEL_INFO = f"/{SERIES_SERVICE}/GetSeriesModelInfo"
-
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-# grpc ends a request stream alike when the caller half-closes and when it cancels; a
-# cancellation reaches the handler's task within a loop turn or two, so the upload waits
-# this long before telling the upstream it is complete.
-_CANCEL_SETTLE_S = 0.001
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Handlers: TypeAlias = "dict[str, grpc.RpcMethodHandler[bytes, bytes]]"
-
-
-TRAINER_UNREACHABLE = "the trainer service cannot be reached; try again shortly"
-
-
-def disease_unreachable(disease: str) -> str:
-    """Returns the message of an UNAVAILABLE for a disease whose service cannot be reached."""
-    return f"the service for disease {disease!r} cannot be reached; try again shortly"
-
-
-async def pass_through(
-    error: grpc.aio.AioRpcError, context: Context, unreachable_message: str
-) -> NoReturn:
-    """Ends the call with the upstream's status: code, details and trailing metadata as-is.
-
-    A failure to reach the service at all (UNAVAILABLE that no server produced, so
-    without status details) becomes BackendUnavailable with unreachable_message,
-    which names the disease or the trainer instead of internal addresses.
-    """
-    trailing = tuple(error.trailing_metadata() or ())
-    code = error.code()
-    if code is grpc.StatusCode.UNAVAILABLE and all(k != STATUS_DETAILS_KEY for k, _ in trailing):
-        raise BackendUnavailable(unreachable_message)
-    await context.abort(code, error.details() or "", trailing)
-
-
-async def forward_unary(
-    router: Router, kind: RouteKind, method: str, disease: str, request: bytes, context: Context
-) -> bytes:
-    """Sends a unary call's bytes to the disease's service and returns its answer's bytes."""
-    route = router.route(disease, kind)
-    settings = router.settings
-    timeout = upstream_timeout(
-        context.time_remaining(),
-        default_s=settings.default_deadline_s,
-        max_s=settings.max_deadline_s,
-    )
-    try:
-        return await router.upstream.unary(route, method, request, timeout=timeout)
-    except grpc.aio.AioRpcError as error:
-        await pass_through(error, context, disease_unreachable(disease))
 
 
 class DiagnosisProxy:
@@ -115,38 +62,10 @@ class SeriesProxy:
 
     def __init__(self, router: Router) -> None:
         self._router = router
-        self._upstream = router.upstream
-        self._series_s = router.settings.series_deadline_s
-        self._max_s = router.settings.max_deadline_s
 
     async def upload(self, name: str, requests: AsyncIterable[bytes], context: Context) -> bytes:
-        """Returns the upstream's response bytes to an upload; each chunk is sent on as it comes.
-
-        AnalyzeSeries and InspectSeries take the same stream (the metadata, then the zip's
-        chunks) and differ only in what the service answers, so both take this one path.
-        """
-        messages = aiter(requests)
-        try:
-            first = await anext(messages)
-        except StopAsyncIteration:
-            raise InvalidArgument(
-                f"{name} needs the upload metadata as its first message"
-            ) from None
-        disease = convert.series_upload_disease(first, name)
-        route = self._router.route(disease, RouteKind.SERIES)
-        timeout = upstream_timeout(
-            context.time_remaining(), default_s=self._series_s, max_s=self._max_s
-        )
-        try:
-            return await self._upstream.stream(
-                route,
-                f"/{SERIES_SERVICE}/{name}",
-                first,
-                _until_complete(messages, context),
-                timeout=timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            await pass_through(error, context, disease_unreachable(disease))
+        """Returns the upstream's response bytes to an upload; each chunk is sent on as it comes."""
+        return await forward_series_upload(self._router, SERIES_SERVICE, name, requests, context)
 
     async def GetSeriesModelInfo(self, request: bytes, context: Context) -> bytes:
         """Returns the upstream's GetSeriesModelInfoResponse bytes."""
@@ -167,45 +86,6 @@ class SeriesProxy:
         return handlers
 
 
-async def _until_complete(messages: AsyncIterator[bytes], context: Context) -> AsyncIterator[bytes]:
-    async for message in messages:
-        yield message
-    await asyncio.sleep(_CANCEL_SETTLE_S)
-    if context.cancelled():
-        raise asyncio.CancelledError
-
-
-# TrainerService's unary methods, and whether each is safe to retry on UNAVAILABLE: only
-# the reads are, since a server's UNAVAILABLE may come after a change was made.
-TRAINER_UNARY: dict[str, bool] = {
-    "CreateProject": False,
-    "GetProject": True,
-    "ListProjects": True,
-    "DeleteProject": False,
-    "GetTrainingJob": True,
-    "CancelTrainingJob": False,
-    "Publish": False,
-    "ListPublishedModels": True,
-}
-TRAINER_SERVER_STREAMING = ("Train", "WatchTrainingJob")
-
-
-def trainer_method(name: str) -> str:
-    """Returns the full gRPC method path of a TrainerService method."""
-    return f"/{TRAINER_SERVICE}/{name}"
-
-
-def follow_timeout(context: Context) -> float | None:
-    """Returns the upstream timeout of a call that lasts as long as its caller wants.
-
-    Train, WatchTrainingJob and StreamPredictions follow a training or a live session,
-    so they get the caller's own deadline (none when it set none) rather than a cap;
-    they end when the caller cancels, which the proxy passes on.
-    """
-    remaining = context.time_remaining()
-    return None if remaining is None else max(0.0, remaining)
-
-
 class TrainerProxy:
     """medimg.v1.TrainerService: every call goes to the trainer route; bytes pass untouched.
 
@@ -215,86 +95,31 @@ class TrainerProxy:
 
     def __init__(self, router: Router) -> None:
         self._router = router
-        self._upstream = router.upstream
-        self._settings = router.settings
 
     async def unary(self, name: str, request: bytes, context: Context) -> bytes:
         """Returns the trainer's response bytes; reads are retried on UNAVAILABLE."""
-        route = self._router.trainer_route()
-        timeout = upstream_timeout(
-            context.time_remaining(),
-            default_s=self._settings.default_deadline_s,
-            max_s=self._settings.max_deadline_s,
-        )
-        try:
-            return await self._upstream.unary(
-                route, trainer_method(name), request, timeout=timeout, retry=TRAINER_UNARY[name]
-            )
-        except grpc.aio.AioRpcError as error:
-            await pass_through(error, context, TRAINER_UNREACHABLE)
+        return await trainer_calls.unary(self._router, name, request, context)
 
     async def Publish(self, request: bytes, context: Context) -> bytes:
-        """Refuses a disease another route serves, forwards, then learns the trainer's models.
-
-        The refresh after the trainer's answer makes this replica route the model at
-        once; the other replicas learn it at their next poll. A refresh that fails is
-        logged by the poller and does not undo the publication, which the next poll
-        picks up.
-        """
-        self._router.check_publishable(convert.publish_disease(request))
-        response = await self.unary("Publish", request, context)
-        await self._router.publications.refresh()
-        return response
+        """Refuses a disease another route serves, forwards, then learns the trainer's models."""
+        return await trainer_calls.publish(self._router, request, context)
 
     async def server_streaming(
         self, name: str, request: bytes, context: Context
     ) -> AsyncIterator[bytes]:
         """Yields each of the trainer's responses as it arrives."""
-        route = self._router.trainer_route()
-        call = self._upstream.server_stream(
-            route, trainer_method(name), request, timeout=follow_timeout(context)
-        )
-        async for response in _relay(call, context):
+        async for response in trainer_calls.server_stream(self._router, name, request, context):
             yield response
 
     async def UploadExamples(self, requests: AsyncIterable[bytes], context: Context) -> bytes:
-        """Returns the trainer's UploadExamplesResponse bytes; examples go on one by one.
-
-        A caller that cancels cancels the upstream call rather than completing it, so
-        the trainer (which stores all of an upload or nothing) stores nothing.
-        """
-        route = self._router.trainer_route()
-        messages = aiter(requests)
-        first = await anext(messages, None)
-        timeout = upstream_timeout(
-            context.time_remaining(),
-            default_s=self._settings.series_deadline_s,
-            max_s=self._settings.max_deadline_s,
-        )
-        try:
-            return await self._upstream.stream(
-                route,
-                trainer_method("UploadExamples"),
-                first,
-                _until_complete(messages, context),
-                timeout=timeout,
-                retry=False,
-            )
-        except grpc.aio.AioRpcError as error:
-            await pass_through(error, context, TRAINER_UNREACHABLE)
+        """Returns the trainer's UploadExamplesResponse bytes; examples go on one by one."""
+        return await trainer_calls.upload_examples(self._router, requests, context)
 
     async def StreamPredictions(
         self, requests: AsyncIterable[bytes], context: Context
     ) -> AsyncIterator[bytes]:
         """Relays frames to the trainer and predictions back, each as soon as it arrives."""
-        route = self._router.trainer_route()
-        call = self._upstream.bidi(
-            route,
-            trainer_method("StreamPredictions"),
-            _until_complete(aiter(requests), context),
-            timeout=follow_timeout(context),
-        )
-        async for response in _relay(call, context):
+        async for response in trainer_calls.stream_predictions(self._router, requests, context):
             yield response
 
     def method_handlers(self) -> Handlers:
@@ -313,26 +138,6 @@ class TrainerProxy:
             self.StreamPredictions
         )
         return handlers
-
-
-async def _relay(
-    call: grpc.aio.UnaryStreamCall[bytes, bytes] | grpc.aio.StreamStreamCall[bytes, bytes],
-    context: Context,
-) -> AsyncIterator[bytes]:
-    # The done callback covers a caller that goes away while grpc is sending a response,
-    # when this generator is parked at its yield and would only be closed later.
-    def cancel_upstream(_: object) -> None:
-        call.cancel()
-
-    # The stubs type the callback as a class, not a Protocol, so no function matches it.
-    context.add_done_callback(cancel_upstream)  # type: ignore[arg-type]
-    try:
-        async for response in call:
-            yield response
-    except grpc.aio.AioRpcError as error:
-        await pass_through(error, context, TRAINER_UNREACHABLE)
-    finally:
-        call.cancel()
 
 
 class RegistryServicer(model_registry_pb2_grpc.ModelRegistryServicer):

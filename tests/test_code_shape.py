@@ -28,7 +28,6 @@ KNOWN_LONG: dict[str, int] = {
     "web/tests/test_api_diagnoses.py": 501,
 }
 KNOWN_LONG_SERVICERS: dict[str, int] = {
-    "gateway/servicer.py:TrainerProxy": 107,
 }
 GENERATED = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi", "_pb2_grpc.pyi")
 

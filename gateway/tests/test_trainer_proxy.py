@@ -21,7 +21,7 @@ from medimg.v1 import (
 )
 
 from gateway.router import Router
-from gateway.servicer import TRAINER_SERVICE, TrainerProxy
+from gateway.servicer import TrainerProxy
 from gateway.tests.doubles import (
     FakeDiagnosis,
     FakeTrainer,
@@ -31,6 +31,7 @@ from gateway.tests.doubles import (
     upstream,
 )
 from gateway.tests.test_proxy import error_reason
+from gateway.trainer_calls import TRAINER_SERVICE
 
 pb = trainer_service_pb2
 
