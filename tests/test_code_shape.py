@@ -22,7 +22,6 @@ MAX_MODULE_LINES = 500
 MAX_SERVICER_LINES = 60
 # Still over the limit, with their line counts: to be split, never to grow.
 KNOWN_LONG: dict[str, int] = {
-    "tests/k8s/test_manifests.py": 881,
     "tests/test_dockerfiles.py": 819,
     "web/series/services.py": 887,
     "web/tests/test_api_diagnoses.py": 501,
