@@ -12,9 +12,9 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from web.accounts.models import User
-from web.tests import test_api_diagnoses
+from web.tests import api_support
+from web.tests.api_support import API, assert_error, upload
 from web.tests.conftest import ALICE_PASSWORD
-from web.tests.test_api_diagnoses import API, assert_error, upload
 from web.tests.test_diagnoses_services import diagnosed, jpeg
 
 ENDPOINTS = [
@@ -26,7 +26,7 @@ ENDPOINTS = [
     ("get", f"{API}/diagnoses/00000000-0000-4000-8000-000000000000/image/"),
     ("get", f"{API}/models/"),
 ]
-media = test_api_diagnoses.media  # the fixture: private storage in a folder of the test's own
+media = api_support.media  # the fixture: private storage in a folder of the test's own
 CSRF_SECRET = "abcdefghijklmnopqrstuvwxyzABCDEF"  # 32 characters: a valid unmasked CSRF secret
 
 

@@ -13,7 +13,7 @@ from web.accounts.models import User
 from web.core.context_processors import DEMO_MODEL_WARNING
 from web.diagnoses.models import Diagnosis
 from web.tests import test_diagnoses_e2e as e2e
-from web.tests.test_api_diagnoses import API
+from web.tests.api_support import API
 from web.tests.test_diagnoses_e2e import LABELS, lesion_jpeg
 
 # The real skin service and gateway, started as test_diagnoses_e2e starts them.

@@ -13,7 +13,7 @@ from django.test import Client
 from drf_spectacular.validation import validate_schema
 
 from web.accounts.models import User
-from web.tests.test_api_diagnoses import token_client
+from web.tests.api_support import token_client
 
 API = "/api/v1"
 OPERATIONS = {

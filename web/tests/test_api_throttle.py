@@ -14,8 +14,8 @@ from servicekit.settings import SettingsError
 from web.accounts.models import LoginFailureCounter, User
 from web.api import conf
 from web.diagnoses.models import Diagnosis
+from web.tests.api_support import API, assert_error
 from web.tests.conftest import ALICE_PASSWORD
-from web.tests.test_api_diagnoses import API, assert_error
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 

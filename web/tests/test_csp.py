@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from web.accounts.models import User
-from web.tests.test_api_diagnoses import media
+from web.tests.api_support import media
 from web.tests.test_diagnoses_services import diagnosed
 
 pytestmark = pytest.mark.django_db
