@@ -23,10 +23,8 @@ MAX_SERVICER_LINES = 60
 # Still over the limit, with their line counts: to be split, never to grow.
 KNOWN_LONG: dict[str, int] = {
     "tests/test_dockerfiles.py": 819,
-    "web/series/services.py": 887,
 }
-KNOWN_LONG_SERVICERS: dict[str, int] = {
-}
+KNOWN_LONG_SERVICERS: dict[str, int] = {}
 GENERATED = ("_pb2.py", "_pb2_grpc.py", "_pb2.pyi", "_pb2_grpc.pyi")
 
 

@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 
 from web.accounts.models import User
 from web.gateway_client import GatewayError
-from web.series import services, worker
+from web.series import processing, services, worker
 from web.series.models import SeriesJob
 from web.series.storage import series_root
 from web.tests.postgres import free_port
@@ -80,10 +80,11 @@ def queue(user: User) -> SeriesJob:
 
 
 def done_logs(caplog: pytest.LogCaptureFixture, job: SeriesJob) -> list[str]:
+    done = f"series job {job.pk} done"
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == services.logger.name and r.getMessage().startswith(f"series job {job.pk} done")
+        if r.name == processing.logger.name and r.getMessage().startswith(done)
     ]
 
 
@@ -119,7 +120,7 @@ def test_the_job_of_a_worker_that_died_is_taken_over_within_seconds_and_complete
     transactional_db: None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger=services.logger.name)
+    caplog.set_level(logging.INFO, logger=processing.logger.name)
     caplog.set_level(logging.INFO, logger=worker.logger.name)
     # Claimed by a worker that then died: its lease is never renewed. The live worker
     # starts after the claim, and finds no queued job: only the sweep can hand it over.
