@@ -269,7 +269,7 @@ def copy_of_this_checkout(target: Path) -> Path:
 def test_the_web_image_check_catches_the_web_tier_importing_mri_service(tmp_path: Path) -> None:
     root = copy_of_this_checkout(tmp_path)
     assert violations_of(root, "web") == []
-    services = root / "web" / "series" / "services.py"
+    services = root / "web" / "series" / "uploads.py"
     # The import the web tier once had for its upload-time check.
     text = services.read_text(encoding="utf-8")
     anchor = "\nfrom django.conf import settings\n"
@@ -279,7 +279,7 @@ def test_the_web_image_check_catches_the_web_tier_importing_mri_service(tmp_path
     found = violations_of(root, "web")
     assert any(
         "reaches mri_service.ingest: the image does not COPY mri_service/" in v
-        and "web.series.services -> mri_service.ingest" in v
+        and "web.series.uploads -> mri_service.ingest" in v
         for v in found
     ), found
     # pydicom, which mri_service.ingest imports, is no longer a violation of its own: the
