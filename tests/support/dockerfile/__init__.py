@@ -1,7 +1,7 @@
 """A small Dockerfile parser, a .dockerignore matcher, and the image rules as functions.
 
 Each rule takes the parsed stages and returns violations (empty when the rule holds), so that
-tests/test_dockerfiles.py can run it on the real Dockerfiles and on broken ones.
+tests/dockerfiles/ can run it on the real Dockerfiles and on broken ones.
 """
 
 from tests.support.dockerfile.parser import (
