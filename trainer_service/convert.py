@@ -131,15 +131,6 @@ def to_model_info(published: PublishedModel) -> model_info_pb2.ModelInfo:
     )
 
 
-def to_diagnose_response(
-    ranked: Ranked, published: PublishedModel
-) -> diagnosis_service_pb2.DiagnoseResponse:
-    """Returns the Diagnose answer of a published model for one image."""
-    return classification.to_diagnose_response(
-        ranked, published_info(published), disease=published.publication.disease
-    )
-
-
 def to_published_model(published: PublishedModel) -> pb.PublishedModel:
     """Returns the ListPublishedModels entry of a published model."""
     publication = published.publication

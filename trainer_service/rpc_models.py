@@ -9,8 +9,10 @@ from medimg.v1 import diagnosis_service_pb2
 from medimg.v1 import trainer_service_pb2 as pb
 
 from servicekit import pagination
+from servicekit.classifier import flow
+from servicekit.classifier.domain import ImageDomain
 from servicekit.errors import InvalidArgument
-from trainer_service import convert, names
+from trainer_service import convert, names, train
 from trainer_service.predict import LatestFrameSlot
 from trainer_service.publish import PublishedModel
 from trainer_service.service import Trainer
@@ -77,10 +79,14 @@ def _disease_of(published: PublishedModel) -> str:
 async def diagnose(
     trainer: Trainer, request: diagnosis_service_pb2.DiagnoseRequest
 ) -> diagnosis_service_pb2.DiagnoseResponse:
-    """Returns the class probabilities of one image by the disease's model, highest first."""
+    """Returns the class probabilities of one image by the disease's model, highest first.
+
+    The answer is servicekit.classifier's, as every image classifier's: the published
+    model supplies its domain (train.image_domain) and its scores.
+    """
     published = trainer.published_model(_disease(request.disease))
-    ranked = await trainer.predict(published.model, request.image)
-    return convert.to_diagnose_response(ranked, published)
+    scores = await trainer.scores(published.model, request.image)
+    return flow.diagnose_response(_domain(published), scores, convert.published_info(published))
 
 
 def get_model_info(
@@ -88,7 +94,12 @@ def get_model_info(
 ) -> diagnosis_service_pb2.GetModelInfoResponse:
     """Returns the description of the disease's published model."""
     published = trainer.published_model(_disease(request.disease))
-    return diagnosis_service_pb2.GetModelInfoResponse(model=convert.to_model_info(published))
+    return flow.model_info_response(_domain(published), convert.published_info(published))
+
+
+def _domain(published: PublishedModel) -> ImageDomain:
+    card = published.model.card
+    return train.image_domain(published.publication.disease, card.labels, card.input_size)
 
 
 def _disease(disease: str) -> str:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from servicekit.classification import Ranked, rank
@@ -202,10 +203,19 @@ class Trainer:
         return await loop.run_in_executor(self._inference, self._predict, model, image)
 
     def _predict(self, model: SavedModel, image: bytes) -> Ranked:
-        side = model.card.input_size
-        decoded = decode_image(image, self.settings.image_limits, min_side=side)
-        probabilities = model.predict(train.prepare([decoded], side))[0]
-        return rank(np.asarray(probabilities, dtype=np.float64), model.card.labels)
+        return rank(self._scores(model, image), model.card.labels)
+
+    async def scores(self, model: SavedModel, image: bytes) -> np.ndarray:
+        """Returns the model's probability of each of its labels for one image, in their order."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._inference, self._scores, model, image)
+
+    def _scores(self, model: SavedModel, image: bytes) -> np.ndarray:
+        card = model.card
+        domain = train.image_domain("", card.labels, card.input_size)
+        tensor = domain.prepare(image, self.settings.image_limits, card.input_size)
+        probabilities = model.predict(torch.from_numpy(tensor)[None])[0]
+        return np.asarray(probabilities, dtype=np.float64)
 
     # Publishing
 

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812  # torch's own convention
 from PIL import Image
 
+from servicekit.classifier.domain import ImageDomain
 from trainer_service.errors import TrainingCancelled
 from trainer_service.model import CROP_MARGIN, SmallCnn, to_tensor
 from trainer_service.names import TrainParams
@@ -61,6 +63,26 @@ def prepare(images: Sequence[Image.Image], input_side: int) -> torch.Tensor:
     """Returns images as the model reads them at inference: (N, 3, side, side)."""
     stored = torch.stack([to_tensor(image, stored_side(input_side)) for image in images])
     return resize(stored, input_side)
+
+
+def image_domain(disease: str, labels: Sequence[str], input_side: int) -> ImageDomain:
+    """Returns a trained model's domain for servicekit.classifier: its labels and `prepare`.
+
+    The preprocessing is this module's, so that serving reads an image as training did.
+    """
+
+    def preprocess(image: Image.Image, side: int) -> np.ndarray:
+        tensor: np.ndarray = prepare([image], side)[0].numpy()
+        return tensor
+
+    return ImageDomain(
+        disease=disease,
+        labels=tuple(labels),
+        preprocess=preprocess,
+        input_size=input_side,
+        subject="a camera image",
+        channels_first=True,
+    )
 
 
 def resize(batch: torch.Tensor, side: int) -> torch.Tensor:
