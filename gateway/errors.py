@@ -5,37 +5,25 @@ from __future__ import annotations
 from servicekit.errors import FailedPrecondition, Unavailable, UnknownDisease
 
 
-class RouteNotRemovable(FailedPrecondition):
+class RouteNotRemovable(FailedPrecondition, reason="ROUTE_CONFIGURED"):
     """The route comes from the configuration, so only a configuration change removes it."""
 
-    reason = "ROUTE_CONFIGURED"
 
-
-class RouteConfigured(FailedPrecondition):
+class RouteConfigured(FailedPrecondition, reason="ROUTE_CONFIGURED"):
     """RegisterModel or Publish was asked to replace a route that the configuration sets."""
 
-    reason = "ROUTE_CONFIGURED"
 
-
-class RouteLearned(FailedPrecondition):
+class RouteLearned(FailedPrecondition, reason="ROUTE_PUBLISHED"):
     """UnregisterModel was asked to remove a route the gateway learned from the trainer."""
 
-    reason = "ROUTE_PUBLISHED"
 
-
-class TrainerNotConfigured(Unavailable):
+class TrainerNotConfigured(Unavailable, reason="TRAINER_NOT_CONFIGURED"):
     """No route of kind trainer is configured, so TrainerService calls have nowhere to go."""
 
-    reason = "TRAINER_NOT_CONFIGURED"
 
-
-class StateNotWritable(FailedPrecondition):
+class StateNotWritable(FailedPrecondition, reason="STATE_NOT_WRITABLE"):
     """The gateway cannot save runtime routes, so it refuses to change them."""
 
-    reason = "STATE_NOT_WRITABLE"
 
-
-class WrongModelKind(UnknownDisease):
+class WrongModelKind(UnknownDisease, reason="MODEL_KIND_MISMATCH"):
     """The disease is routed, but to a service of the other contract (image vs series)."""
-
-    reason = "MODEL_KIND_MISMATCH"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class MedimgError(Exception):
@@ -16,6 +16,20 @@ class MedimgError(Exception):
 
     code: ClassVar[str] = "INTERNAL"
     reason: ClassVar[str] = "INTERNAL"
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, reason: str | None = None, **kwargs: Any
+    ) -> None:
+        """Takes a subclass's code and reason as class keywords; what it leaves out is inherited.
+
+        One line declares an error, `class JobNotFound(NotFound, reason="JOB_NOT_FOUND")`,
+        so a table of errors is a list of names, not a repeated class body.
+        """
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if reason is not None:
+            cls.reason = reason
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -44,100 +58,61 @@ def is_too_large(reason: str) -> bool:
     return reason in TOO_LARGE_REASONS
 
 
-class InvalidArgument(MedimgError):
+class InvalidArgument(MedimgError, code="INVALID_ARGUMENT", reason="INVALID_ARGUMENT"):
     """The request itself is wrong; sending it again will not help."""
 
-    code = "INVALID_ARGUMENT"
-    reason = "INVALID_ARGUMENT"
 
-
-class InvalidImage(InvalidArgument):
+class InvalidImage(InvalidArgument, reason="IMAGE_INVALID"):
     """An uploaded image is empty, unreadable, truncated, too large or of a refused type."""
 
-    reason = "IMAGE_INVALID"
 
-
-class InvalidSeries(InvalidArgument):
+class InvalidSeries(InvalidArgument, reason="SERIES_INVALID"):
     """An uploaded DICOM series is malformed, unsafe or incomplete."""
 
-    reason = "SERIES_INVALID"
 
-
-class NotFound(MedimgError):
+class NotFound(MedimgError, code="NOT_FOUND", reason="NOT_FOUND"):
     """A named thing does not exist."""
 
-    code = "NOT_FOUND"
-    reason = "NOT_FOUND"
 
-
-class UnknownDisease(NotFound):
+class UnknownDisease(NotFound, reason="DISEASE_UNKNOWN"):
     """No service is registered for the requested disease."""
 
-    reason = "DISEASE_UNKNOWN"
 
-
-class JobNotFound(NotFound):
+class JobNotFound(NotFound, reason="JOB_NOT_FOUND"):
     """No job has the requested name."""
 
-    reason = "JOB_NOT_FOUND"
 
-
-class FailedPrecondition(MedimgError):
+class FailedPrecondition(MedimgError, code="FAILED_PRECONDITION", reason="FAILED_PRECONDITION"):
     """The system is not in a state that allows the call (no model yet, a configured route, …)."""
 
-    code = "FAILED_PRECONDITION"
-    reason = "FAILED_PRECONDITION"
 
-
-class AlreadyExists(MedimgError):
+class AlreadyExists(MedimgError, code="ALREADY_EXISTS", reason="ALREADY_EXISTS"):
     """The name asked for is taken by something else."""
 
-    code = "ALREADY_EXISTS"
-    reason = "ALREADY_EXISTS"
 
-
-class QueueFull(MedimgError):
+class QueueFull(MedimgError, code="RESOURCE_EXHAUSTED", reason="QUEUE_FULL"):
     """The service is saturated; the caller should back off and retry."""
 
-    code = "RESOURCE_EXHAUSTED"
-    reason = "QUEUE_FULL"
 
-
-class Unavailable(MedimgError):
+class Unavailable(MedimgError, code="UNAVAILABLE", reason="UNAVAILABLE"):
     """The service cannot answer now; retrying later may succeed."""
 
-    code = "UNAVAILABLE"
-    reason = "UNAVAILABLE"
 
-
-class ModelNotReady(Unavailable):
+class ModelNotReady(Unavailable, reason="MODEL_NOT_READY"):
     """The model has not finished loading or warming up."""
 
-    reason = "MODEL_NOT_READY"
 
-
-class BackendUnavailable(Unavailable):
+class BackendUnavailable(Unavailable, reason="BACKEND_UNAVAILABLE"):
     """The model server behind the service cannot be reached."""
 
-    reason = "BACKEND_UNAVAILABLE"
 
-
-class BackendTimeout(MedimgError):
+class BackendTimeout(MedimgError, code="DEADLINE_EXCEEDED", reason="BACKEND_TIMEOUT"):
     """The model did not answer within the caller's deadline."""
 
-    code = "DEADLINE_EXCEEDED"
-    reason = "BACKEND_TIMEOUT"
 
-
-class Unauthenticated(MedimgError):
+class Unauthenticated(MedimgError, code="UNAUTHENTICATED", reason="UNAUTHENTICATED"):
     """The caller sent no credentials or wrong ones."""
 
-    code = "UNAUTHENTICATED"
-    reason = "UNAUTHENTICATED"
 
-
-class PermissionDenied(MedimgError):
+class PermissionDenied(MedimgError, code="PERMISSION_DENIED", reason="PERMISSION_DENIED"):
     """The caller is known but not allowed to do this."""
-
-    code = "PERMISSION_DENIED"
-    reason = "PERMISSION_DENIED"

@@ -5,22 +5,16 @@ from __future__ import annotations
 from servicekit.errors import InvalidArgument, NotFound
 
 
-class ProjectNotFound(NotFound):
+class ProjectNotFound(NotFound, reason="PROJECT_NOT_FOUND"):
     """No project has the requested name."""
 
-    reason = "PROJECT_NOT_FOUND"
 
-
-class TrainingJobNotFound(NotFound):
+class TrainingJobNotFound(NotFound, reason="TRAINING_JOB_NOT_FOUND"):
     """No training job has the requested name."""
 
-    reason = "TRAINING_JOB_NOT_FOUND"
 
-
-class TooManyExamples(InvalidArgument):
+class TooManyExamples(InvalidArgument, reason="TOO_MANY_EXAMPLES"):
     """An upload would take a label past the per-label example limit."""
-
-    reason = "TOO_MANY_EXAMPLES"
 
 
 class TrainingCancelled(Exception):

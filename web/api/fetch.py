@@ -85,10 +85,8 @@ _EMBEDDING_IPV4: Final[tuple[ipaddress.IPv6Network, ...]] = (
 )
 
 
-class ImageUrlRefused(InvalidArgument):
+class ImageUrlRefused(InvalidArgument, reason="IMAGE_URL_REFUSED"):
     """An `image_url` that is not fetched, or whose fetch failed; the message says why."""
-
-    reason = "IMAGE_URL_REFUSED"
 
 
 @dataclass(frozen=True)
