@@ -14,18 +14,18 @@ from dicom_receiver.logs import limit_repeats
 from dicom_receiver.receiver import Receiver
 from dicom_receiver.settings import ReceiverSettings
 from servicekit.logging_setup import install_logging
-from servicekit.settings import SettingsError
+from servicekit.main import run_with_settings
 
 LOG = logging.getLogger("dicom_receiver")
 
 
 def main() -> int:
     """Receives until SIGTERM or SIGINT; returns 2 on a bad setting, 1 if it cannot listen."""
-    try:
-        settings = ReceiverSettings.from_env()
-    except SettingsError as exc:
-        print(f"dicom_receiver: {exc}", file=sys.stderr)
-        return 2
+    return run_with_settings("dicom_receiver", ReceiverSettings.from_env, receive)
+
+
+def receive(settings: ReceiverSettings) -> int:
+    """Receives with the settings until SIGTERM or SIGINT; returns 1 if it cannot listen."""
     install_logging(component="dicom", level=settings.log_level, log_format=settings.log_format)
     limit_repeats()
     # pynetdicom's own INFO and DEBUG lines dump PDUs and DIMSE messages (C-FIND identifiers

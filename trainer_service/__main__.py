@@ -2,38 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 
-from servicekit.errors import MedimgError
-from servicekit.logging_setup import configure_logging
-from servicekit.server import serve
-from servicekit.settings import SettingsError
+from servicekit.main import run_server
+from servicekit.server import ServiceBinding
 from trainer_service.service import Trainer
 from trainer_service.servicer import bindings
 from trainer_service.settings import Settings, retired_variables
 
 
-def main() -> int:
-    """Serves until SIGTERM; returns 2 on a bad setting and 1 when the service cannot start."""
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"trainer: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.server)
+def build(settings: Settings) -> tuple[Sequence[ServiceBinding], Trainer]:
+    """Returns the trainer's services over one Trainer; warns of each retired variable set."""
     for name in retired_variables():
         logging.getLogger("trainer_service").warning(
             "%s is ignored: the trainer calls no gateway; gateways ask it for its models", name
         )
-    try:
-        trainer = Trainer(settings)
-        asyncio.run(serve(settings.server, bindings(trainer), lifecycle=trainer))
-    except (MedimgError, OSError) as exc:
-        print(f"trainer: cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    trainer = Trainer(settings)
+    return bindings(trainer), trainer
+
+
+def main() -> int:
+    """Serves until SIGTERM; returns 2 on a bad setting and 1 when the service cannot start."""
+    return run_server("trainer", Settings.from_env, build)
 
 
 if __name__ == "__main__":
