@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 MIB = 1024 * 1024
 
@@ -36,15 +37,7 @@ def env_int(
     maximum: int | None = None,
 ) -> int:
     """Returns the variable as an integer within [minimum, maximum]."""
-    value = _raw(env, name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {value!r}") from None
-    _check_range(name, number, minimum, maximum)
-    return number
+    return _env_number(env, name, default, int, "an integer", minimum, maximum)
 
 
 def env_float(
@@ -56,15 +49,30 @@ def env_float(
     maximum: float | None = None,
 ) -> float:
     """Returns the variable as a number within [minimum, maximum]."""
+    return _env_number(env, name, default, float, "a number", minimum, maximum)
+
+
+NumberT = TypeVar("NumberT", int, float)
+
+
+def _env_number(
+    env: Mapping[str, str],
+    name: str,
+    default: NumberT,
+    parse: Callable[[str], NumberT],
+    noun: str,
+    minimum: NumberT | None,
+    maximum: NumberT | None,
+) -> NumberT:
     value = _raw(env, name)
     if value is None:
         return default
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        raise SettingsError(f"{name} must be {noun}, got {value!r}") from None
     if number != number:  # NaN compares unequal to itself
-        raise SettingsError(f"{name} must be a number, got {value!r}")
+        raise SettingsError(f"{name} must be {noun}, got {value!r}")
     _check_range(name, number, minimum, maximum)
     return number
 
