@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from servicekit.files import write_text_atomic
+
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.json"
 ARCHITECTURE = "trainer-cnn-v1"
@@ -103,17 +105,7 @@ class SavedModel:
 
 def write_json_atomic(path: Path, document: object) -> None:
     """Writes JSON so that a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(document, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(document, indent=2))
 
 
 def save_model(directory: Path, card: ModelCard, network: nn.Module) -> None:
