@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -126,53 +127,52 @@ def _begin(
 
 def _wrap(handler: Handler, component: str, method: str, request_id: str) -> Handler:
     """Returns a handler of the same shape whose behaviour runs inside the call's context."""
-    # The stubs type behaviours as synchronous; on an aio server they are coroutines.
-    if handler.unary_unary is not None or handler.stream_unary is not None:
-        inner: Any = handler.unary_unary or handler.stream_unary
 
-        async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call, token = _begin(component, method, request_id, context)
-            try:
-                return await inner(request, context)
-            except BaseException as exc:
-                await _abort_for(call, exc, context)
-            finally:
-                call.finish()
-                reset_request_id(token)
-
-        make = (
-            grpc.unary_unary_rpc_method_handler
-            if handler.unary_unary is not None
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return make(
-            unary_response,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    inner_stream: Any = handler.unary_stream or handler.stream_stream
-
-    async def stream_response(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
+    @contextlib.asynccontextmanager
+    async def observed(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+        # One call's request id, log line, metrics and error mapping, for either shape.
         call, token = _begin(component, method, request_id, context)
         try:
-            async for response in inner_stream(request, context):
-                yield response
+            yield
         except BaseException as exc:
             await _abort_for(call, exc, context)
         finally:
             call.finish()
             reset_request_id(token)
 
-    make_stream = (
-        grpc.unary_stream_rpc_method_handler
-        if handler.unary_stream is not None
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return make_stream(
-        stream_response,
+    # The stubs type behaviours as synchronous; on an aio server they are coroutines.
+    behaviour: Any
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        inner: Any = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with observed(context):
+                return await inner(request, context)
+
+        behaviour = unary_response
+        make = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary is not None
+            else grpc.stream_unary_rpc_method_handler
+        )
+    else:
+        inner_stream: Any = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with observed(context):
+                async for response in inner_stream(request, context):
+                    yield response
+
+        behaviour = stream_response
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+    return make(
+        behaviour,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
