@@ -12,7 +12,7 @@ pixel comparison comes after decoding (`refuse_identical_pixels`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -77,25 +77,28 @@ def order_phases(
 
 
 def _refuse_same_images(candidates: Sequence[Candidate], labels: Sequence[str]) -> None:
+    _refuse_shared(
+        ((h.sop_instance_uid, i) for i, c in enumerate(candidates) for h in c.images),
+        labels,
+        "images (they share SOPInstanceUIDs)",
+    )
+    _refuse_shared(
+        # Phases of one multiphase series share its SeriesInstanceUID by design.
+        ((c.series_uid, i) for i, c in enumerate(candidates) if c.temporal_position is None),
+        labels,
+        "series (one SeriesInstanceUID)",
+    )
+
+
+def _refuse_shared(keyed: Iterable[tuple[str, int]], labels: Sequence[str], what: str) -> None:
+    """Refuses the first key that two phases (by index) share; `what` says what they share."""
     seen: dict[str, int] = {}
-    for index, candidate in enumerate(candidates):
-        for header in candidate.images:
-            other = seen.setdefault(header.sop_instance_uid, index)
-            if other != index:
-                raise _refuse(
-                    f"{labels[index]} and {labels[other]} are the same images (they share "
-                    "SOPInstanceUIDs); each phase must be its own acquisition",
-                    "SERIES_DUPLICATE_PHASE",
-                )
-    whole_series: dict[str, int] = {}
-    for index, candidate in enumerate(candidates):
-        if candidate.temporal_position is not None:
-            continue  # phases of one multiphase series share its SeriesInstanceUID by design
-        other = whole_series.setdefault(candidate.series_uid, index)
+    for key, index in keyed:
+        other = seen.setdefault(key, index)
         if other != index:
             raise _refuse(
-                f"{labels[index]} and {labels[other]} are the same series (one "
-                "SeriesInstanceUID); each phase must be its own acquisition",
+                f"{labels[index]} and {labels[other]} are the same {what}; "
+                "each phase must be its own acquisition",
                 "SERIES_DUPLICATE_PHASE",
             )
 
