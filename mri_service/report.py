@@ -85,35 +85,79 @@ def build_reports(
     evidence = _evidence(study, attributes)
     seed = [study.study_uid, card.name, str(card.version)]
     seed += [h.sop_instance_uid for phase in study.phases for h in phase.slices]
-    report = _measurement_report(flagged, card, study, evidence, seed)
-    key_images = _key_images(flagged, card, study, evidence, seed) if flagged else b""
+    sources = _Sources(flagged, card, study, evidence, seed)
+    report = sources.measurement_report()
+    key_images = sources.key_images() if flagged else b""
     return DicomReports(report, key_images)
 
 
-def _measurement_report(
-    flagged: Sequence[SliceResult],
-    card: ModelCard,
-    study: Study,
-    evidence: dict[str, Dataset],
-    seed: list[str],
-) -> bytes:
-    groups: list[
-        hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
-        | hd.sr.MeasurementsAndQualitativeEvaluations
-    ] = [_finding(result, card, study) for result in flagged]
-    content = hd.sr.MeasurementReport(
-        observation_context=_observation_context(card),
-        procedure_reported=codes.SCT.MagneticResonanceImagingOfBreast,
-        imaging_measurements=groups or [_no_finding(card, study)],
-    )
-    sr = hd.sr.Comprehensive3DSR(
-        content=content,
-        is_complete=True,
-        is_final=False,
-        is_verified=False,
-        **_document(evidence, seed, card, "tumour slices", REPORT_SERIES_NUMBER),
-    )
-    return _part10(sr)
+@dataclass(frozen=True)
+class _Sources:
+    """What both documents are made from; each document is one method."""
+
+    flagged: Sequence[SliceResult]
+    card: ModelCard
+    study: Study
+    evidence: dict[str, Dataset]
+    seed: list[str]  # what the documents' UIDs are derived from
+
+    def measurement_report(self) -> bytes:
+        """Returns the TID 1500 Measurement Report: a group per flagged slice, or "Absent"."""
+        groups: list[
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+            | hd.sr.MeasurementsAndQualitativeEvaluations
+        ] = [_finding(result, self.card, self.study) for result in self.flagged]
+        content = hd.sr.MeasurementReport(
+            observation_context=_observation_context(self.card),
+            procedure_reported=codes.SCT.MagneticResonanceImagingOfBreast,
+            imaging_measurements=groups or [_no_finding(self.card, self.study)],
+        )
+        sr = hd.sr.Comprehensive3DSR(
+            content=content,
+            is_complete=True,
+            is_final=False,
+            is_verified=False,
+            **self._document("tumour slices", REPORT_SERIES_NUMBER),
+        )
+        return _part10(sr)
+
+    def key_images(self) -> bytes:
+        """Returns the Key Object Selection of every phase's image of each flagged slice."""
+        referenced = [
+            self.evidence[h.sop_instance_uid]
+            for result in self.flagged
+            for h in _images(self.study, result.index, domain.PHASES)
+        ]
+        labels = ", ".join(
+            _slice_label(self.study.phase(domain.PRE).slices[r.index], r.index)
+            for r in self.flagged
+        )
+        content = hd.ko.KeyObjectSelection(
+            document_title=codes.DCM.OfInterest,
+            referenced_objects=referenced,
+            observer_device_context=_device_context(self.card),
+            description=_short(
+                f"Flagged by {self.card.name} v{self.card.version}: {labels}", self.card
+            ),
+        )
+        kos = hd.ko.KeyObjectSelectionDocument(
+            content=content,
+            **self._document("key images", KEY_IMAGES_SERIES_NUMBER),
+        )
+        return _part10(kos)
+
+    def _document(self, what: str, series_number: int) -> dict[str, Any]:
+        """Returns what both documents say of themselves: evidence, identity, series, equipment."""
+        return {
+            "evidence": list(self.evidence.values()),
+            "series_instance_uid": _uid(self.seed, f"{what} series"),
+            "series_number": series_number,
+            "sop_instance_uid": _uid(self.seed, what),
+            "instance_number": 1,
+            "manufacturer": MANUFACTURER,
+            "contributing_equipment": [_equipment(self.card)],
+            "series_description": _description(self.card, what),
+        }
 
 
 def _finding(
@@ -174,50 +218,6 @@ def _no_finding(card: ModelCard, study: Study) -> hd.sr.MeasurementsAndQualitati
             for h in phase.slices
         ],
     )
-
-
-def _key_images(
-    flagged: Sequence[SliceResult],
-    card: ModelCard,
-    study: Study,
-    evidence: dict[str, Dataset],
-    seed: list[str],
-) -> bytes:
-    referenced = [
-        evidence[h.sop_instance_uid]
-        for result in flagged
-        for h in _images(study, result.index, domain.PHASES)
-    ]
-    labels = ", ".join(
-        _slice_label(study.phase(domain.PRE).slices[r.index], r.index) for r in flagged
-    )
-    content = hd.ko.KeyObjectSelection(
-        document_title=codes.DCM.OfInterest,
-        referenced_objects=referenced,
-        observer_device_context=_device_context(card),
-        description=_short(f"Flagged by {card.name} v{card.version}: {labels}", card),
-    )
-    kos = hd.ko.KeyObjectSelectionDocument(
-        content=content,
-        **_document(evidence, seed, card, "key images", KEY_IMAGES_SERIES_NUMBER),
-    )
-    return _part10(kos)
-
-
-def _document(
-    evidence: dict[str, Dataset], seed: list[str], card: ModelCard, what: str, series_number: int
-) -> dict[str, Any]:
-    """Returns what both documents say of themselves: evidence, identity, series, equipment."""
-    return {
-        "evidence": list(evidence.values()),
-        "series_instance_uid": _uid(seed, f"{what} series"),
-        "series_number": series_number,
-        "sop_instance_uid": _uid(seed, what),
-        "instance_number": 1,
-        "manufacturer": MANUFACTURER,
-        "contributing_equipment": [_equipment(card)],
-        "series_description": _description(card, what),
-    }
 
 
 def _evidence(study: Study, attributes: Dataset) -> dict[str, Dataset]:
