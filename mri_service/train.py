@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import shlex
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -28,8 +26,10 @@ from mri_service.model_card import (
     load_model_card,
     weights_file,
 )
-from mri_service.training_data import Slices, TrainingError, load_datasets
+from mri_service.training_data import Slices, load_datasets
 from servicekit.argtypes import bounded
+from servicekit.files import staged_folder
+from servicekit.train_command import TrainingError, run_command
 
 PROG = "medimg train mri"
 DEFAULT_OUT = Path(__file__).parent / "models" / "mri-demo"
@@ -40,19 +40,12 @@ MAX_SHIFT = 0.05  # of the input side, for the random-shift augmentation
 
 def main(argv: list[str] | None = None) -> int:
     """Trains, evaluates and writes a model set as argv (sys.argv[1:] when None) asks."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(arguments)
-    try:
-        card = train(args, command=shlex.join([*PROG.split(), *arguments]))
-    except TrainingError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(PROG, build_parser(), train, argv, summary=_fused_summary)
+
+
+def _fused_summary(card: ModelCard) -> str:
     fused = card.metrics["fused"]
-    print(
-        f"wrote {card.name} version {card.version} to {args.out}: fused sensitivity "
-        f"{fused['sensitivity']:.3f}, specificity {fused['specificity']:.3f} on {card.evaluation}"
-    )
-    return 0
+    return f"fused sensitivity {fused['sensitivity']:.3f}, specificity {fused['specificity']:.3f}"
 
 
 _positive_int = bounded(int, "a whole number", at_least=1)
@@ -154,11 +147,10 @@ def train(args: argparse.Namespace, *, command: str) -> ModelCard:
         evaluation=evaluation.description,
         training=_training_record(args, command, fit_set, seconds),
     )
-    staging = args.out.parent / f".{args.out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    # A serving process reading --out sees the old set or the new one, never half of one.
+    with staged_folder(args.out) as staging:
+        staging.mkdir()
         for name, network in models.items():
-            staging.mkdir(parents=True, exist_ok=True)
             torch.save(network.state_dict(), staging / weights_file(name))
         # The card's numbers come from the written weights, loaded as serving loads them.
         loaded = {name: load_classifier(staging, card, name) for name in domain.MODEL_NAMES}
@@ -166,21 +158,7 @@ def train(args: argparse.Namespace, *, command: str) -> ModelCard:
         card.save(staging)
         (staging / MARKDOWN_CARD_FILE).write_text(card_markdown(card))
         load_model_card(staging)
-        _replace_folder(staging, args.out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return card
-
-
-def _replace_folder(staging: Path, out: Path) -> None:
-    """Puts the complete staged set in place of out, so no reader sees a half-written set."""
-    if not out.exists():
-        staging.rename(out)
-        return
-    retired = out.parent / f".{out.name}.old-{os.getpid()}"
-    out.rename(retired)
-    staging.rename(out)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _next_version(out: Path) -> int:

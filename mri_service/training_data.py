@@ -15,13 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from mri_service import domain, phantom
+from servicekit.train_command import TrainingError
 
 # The held-out generated set is drawn from a seed this far from the training seed.
 EVALUATION_SEED_OFFSET = 1_000_000
-
-
-class TrainingError(Exception):
-    """The training inputs are unusable; the message says what to fix."""
 
 
 @dataclass(frozen=True)

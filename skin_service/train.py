@@ -26,7 +26,6 @@ from servicekit.classifier.train_command import (
 )
 from servicekit.classifier.training import (
     Examples,
-    TrainingError,
     classification_metrics,
     confusion_matrix,
     matrix_rows,
@@ -34,6 +33,7 @@ from servicekit.classifier.training import (
     split,
     stack_examples,
 )
+from servicekit.train_command import TrainingError
 from skin_service import data
 from skin_service import model as skin_model
 from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, SKIN, preprocess

@@ -13,8 +13,8 @@ from servicekit.batcher import PredictFn
 from servicekit.classifier.backends import CardBackend
 from servicekit.classifier.card import CARD_FILE, ModelCard
 from servicekit.classifier.errors import ModelMismatch
-from servicekit.classifier.train_command import staged_folder
 from servicekit.errors import ModelNotReady
+from servicekit.files import staged_folder
 
 # TensorFlow is imported only where a model is exported or loaded, so that reading a card
 # (settings, tools, tests) stays light.

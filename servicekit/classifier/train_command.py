@@ -1,21 +1,16 @@
-"""The `medimg train <disease>` bootstrap: options, the next version, an atomic write, the exit."""
+"""A classifier's `medimg train <disease>`: folder options, the next version, the accuracy."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import shutil
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
+from servicekit import train_command
 from servicekit.argtypes import bounded
 from servicekit.classifier.card import CARD_FILE, ModelCard, read_json
 from servicekit.classifier.domain import ImageDomain
-from servicekit.classifier.training import TrainingError
+from servicekit.train_command import Train
 
 positive_int = bounded(int, "a whole number", at_least=1)
 positive_float = bounded(float, "a number", more_than=0.0)
@@ -23,33 +18,15 @@ fraction = bounded(float, "a number", at_least=0.0, under=0.5)
 side = bounded(int, "a number of pixels", at_least=8, at_most=1024)
 
 
-class Train(Protocol):
-    """Runs one training as parsed and returns the card of the model it wrote."""
-
-    def __call__(self, args: argparse.Namespace, *, command: str) -> ModelCard: ...
-
-
 def run_command(
-    prog: str, parser: argparse.ArgumentParser, train: Train, argv: Sequence[str] | None
+    prog: str, parser: argparse.ArgumentParser, train: Train[ModelCard], argv: Sequence[str] | None
 ) -> int:
-    """Parses argv (sys.argv[1:] when None), trains, and says what it wrote; the exit code.
+    """servicekit's training command, whose last line gives the held-out accuracy."""
+    return train_command.run_command(prog, parser, train, argv, summary=_accuracy)
 
-    A TrainingError is one line, `<prog>: error: ...`, and exit code 2, as argparse
-    reports a bad option. The card records the command as it would be typed.
-    """
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(arguments)
-    try:
-        card = train(args, command=shlex.join([*prog.split(), *arguments]))
-    except TrainingError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    accuracy = card.metrics.get("accuracy", float("nan"))
-    print(
-        f"wrote {card.name} version {card.version} to {args.out}: "
-        f"accuracy {accuracy:.3f} on {card.evaluation}"
-    )
-    return 0
+
+def _accuracy(card: ModelCard) -> str:
+    return f"accuracy {card.metrics.get('accuracy', float('nan')):.3f}"
 
 
 def folder_parser(
@@ -90,26 +67,3 @@ def next_version(model_dir: Path) -> int:
     if isinstance(version, int) and not isinstance(version, bool):
         found.append(version)
     return max(found, default=0) + 1
-
-
-@contextmanager
-def staged_folder(target: Path) -> Iterator[Path]:
-    """Yields a hidden path beside target to write a folder at; it then replaces target whole.
-
-    The writer creates the folder. A reader (a serving process, TF Serving) sees the
-    old folder or the new one, never half of one; a failed write leaves target as it was.
-    """
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        yield staging
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{os.getpid()}"
-            target.rename(retired)
-            staging.rename(target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

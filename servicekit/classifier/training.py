@@ -12,14 +12,11 @@ import numpy as np
 from servicekit.classifier.domain import ImageDomain
 from servicekit.errors import InvalidImage
 from servicekit.images import ImageLimits
+from servicekit.train_command import TrainingError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 # Wraps what a long loop goes over to show progress (a tqdm bar); by default nothing.
 Progress = Callable[[Iterable[Any], str], Iterable[Any]]
-
-
-class TrainingError(Exception):
-    """The training inputs are unusable; the message says what to fix."""
 
 
 @dataclass(frozen=True)
