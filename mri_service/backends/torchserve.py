@@ -21,7 +21,7 @@ from mri_service.errors import ModelMismatch
 from mri_service.settings import TorchServeSettings
 from mri_service.torchserve_handler import INPUT_KEY, decode_array, encode_array
 from servicekit.backend import ModelInfo
-from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
+from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS, call_status
 from servicekit.errors import (
     BackendTimeout,
     BackendUnavailable,
@@ -137,8 +137,7 @@ class TorchServeBackend:
         return probabilities.reshape(-1, 1)
 
     def _predict_error(self, exc: grpc.RpcError, *, nbytes: int) -> MedimgError:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = (exc.details() if isinstance(exc, grpc.Call) else str(exc)) or ""
+        code, details = call_status(exc)
         logger.warning("TorchServe Predictions %s failed: %s %s", self._served_name, code, details)
         name = self._served_name
         if code == grpc.StatusCode.INTERNAL and QUEUE_FULL_TEXT in details:

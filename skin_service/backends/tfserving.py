@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
 )
 
 from servicekit.batcher import PredictFn
-from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS
+from servicekit.channels import MODEL_SERVER_CHANNEL_OPTIONS, call_status
 from servicekit.classifier.backends import CardBackend
 from servicekit.classifier.errors import BackendRejected, ModelMismatch
 from servicekit.classifier.savedmodel import Shape, check_signature
@@ -142,8 +142,7 @@ class TfServingBackend(CardBackend[ModelCard]):
         return self._send, response.model_spec.version.value
 
     def _load_error(self, exc: grpc.RpcError) -> ModelNotReady:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        code, details = call_status(exc)
         logger.warning("TF Serving GetModelMetadata failed: %s %s", code.name, details)
         if code == grpc.StatusCode.UNAVAILABLE:
             return ModelNotReady("TF Serving cannot be reached at SKIN_TFSERVING_ADDRESS")
@@ -192,8 +191,7 @@ class TfServingBackend(CardBackend[ModelCard]):
         return probabilities.astype(np.float32, copy=False)
 
     def _predict_error(self, exc: grpc.RpcError) -> MedimgError:
-        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        code, details = call_status(exc)
         logger.warning("TF Serving Predict failed: %s %s", code.name, details)
         make = _PREDICT_ERRORS.get(code)
         if make is not None:
