@@ -29,7 +29,7 @@ from mri_service.model_card import (
 from mri_service.training_data import Slices, load_datasets
 from servicekit.argtypes import bounded
 from servicekit.files import staged_folder
-from servicekit.train_command import TrainingError, run_command
+from servicekit.train_command import TrainingError, run_command, training_record
 
 PROG = "medimg train mri"
 DEFAULT_OUT = Path(__file__).parent / "models" / "mri-demo"
@@ -329,10 +329,7 @@ def _training_record(
     args: argparse.Namespace, command: str, data: Slices, seconds: float
 ) -> dict[str, str | int | float]:
     return {
-        "command": command,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
+        **training_record(command, args, "epochs", "batch_size", "learning_rate"),
         "learning_rate_schedule": "one-cycle (AdamW, weight decay 1e-4)",
         "positive_share_per_batch": POSITIVE_SHARE,
         "augmentation": "left-right flips, shifts up to 5%, gain 0.9-1.1, gamma 0.8-1.25",

@@ -68,3 +68,10 @@ def run_command(
         f"{summary(card)} on {card.evaluation}"
     )
     return 0
+
+
+def training_record(
+    command: str, args: argparse.Namespace, *options: str
+) -> dict[str, str | int | float]:
+    """Returns the start of a card's training record: the command, then each option's value."""
+    return {"command": command, **{option: getattr(args, option) for option in options}}

@@ -33,7 +33,7 @@ from servicekit.classifier.training import (
     split,
     stack_examples,
 )
-from servicekit.train_command import TrainingError
+from servicekit.train_command import TrainingError, training_record
 from skin_service import data
 from skin_service import model as skin_model
 from skin_service.domain import DEFAULT_INPUT_SIZE, LABELS, SKIN, preprocess
@@ -230,10 +230,7 @@ def _training_record(
     args: argparse.Namespace, command: str, datasets: Datasets, seconds: float
 ) -> dict[str, str | int | float]:
     return {
-        "command": command,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "learning_rate": args.learning_rate,
+        **training_record(command, args, "epochs", "batch_size", "learning_rate"),
         "learning_rate_schedule": "cosine decay to 0",
         "seed": args.seed,
         "validation_split": args.validation_split,

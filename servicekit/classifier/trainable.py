@@ -15,6 +15,7 @@ from servicekit.classifier.card import ModelCard
 from servicekit.classifier.domain import ImageDomain
 from servicekit.classifier.settings import SettingsSpec
 from servicekit.classifier.train_command import folder_parser, next_version, run_command
+from servicekit.train_command import training_record
 
 DEMO_SEED = 0
 # The options a trained model's card records beside the command, which holds them all.
@@ -141,7 +142,7 @@ def train_on_folder(
         metrics=training.classification_metrics(matrix, labels),
         confusion_matrix=training.matrix_rows(matrix),
         evaluation=f"held-out {args.validation_split:.0%} of the images of each label",
-        training={"command": command, **{key: getattr(args, key) for key in RECORDED}},
+        training=training_record(command, args, *RECORDED),
     )
     model.save_model(network, card, args.out)
     return card
