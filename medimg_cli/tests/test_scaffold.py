@@ -217,11 +217,14 @@ def test_the_rendered_service_passes_its_own_tests(framework: str, tmp_path: Pat
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     command = [sys.executable, "-m", "pytest", spec.module, "-q", "-p", "no:cacheprovider"]
-    command += ["-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path)]
+    # A plug-in service has no Django: the checkout's pytest-django must not set one up,
+    # whatever an earlier test left in this process's environment.
+    command += ["-p", "no:django", "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     result = subprocess.run(
         command,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "NO_COLOR": "1"},
+        env={**env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=180,
