@@ -12,7 +12,6 @@ import grpc.aio
 from gateway import convert
 from gateway.registry import RouteKind
 from gateway.router import Router
-from gateway.upstream import upstream_timeout
 from servicekit.errors import BackendUnavailable, InvalidArgument
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -51,12 +50,7 @@ async def forward_unary(
 ) -> bytes:
     """Sends a unary call's bytes to the disease's service and returns its answer's bytes."""
     route = router.route(disease, kind)
-    settings = router.settings
-    timeout = upstream_timeout(
-        context.time_remaining(),
-        default_s=settings.default_deadline_s,
-        max_s=settings.max_deadline_s,
-    )
+    timeout = router.deadline(context.time_remaining())
     try:
         return await router.upstream.unary(route, method, request, timeout=timeout)
     except grpc.aio.AioRpcError as error:
@@ -78,12 +72,7 @@ async def forward_series_upload(
         raise InvalidArgument(f"{name} needs the upload metadata as its first message") from None
     disease = convert.series_upload_disease(first, name)
     route = router.route(disease, RouteKind.SERIES)
-    settings = router.settings
-    timeout = upstream_timeout(
-        context.time_remaining(),
-        default_s=settings.series_deadline_s,
-        max_s=settings.max_deadline_s,
-    )
+    timeout = router.deadline(context.time_remaining(), upload=True)
     try:
         return await router.upstream.stream(
             route, f"/{service}/{name}", first, until_complete(messages, context), timeout=timeout

@@ -24,7 +24,7 @@ from gateway.registry import (
     validate_disease,
 )
 from gateway.settings import GatewaySettings
-from gateway.upstream import ChannelPool, Metadata, Upstream
+from gateway.upstream import ChannelPool, Metadata, Upstream, upstream_timeout
 from servicekit.diseases import DISEASE_RULE
 from servicekit.errors import InvalidArgument, Unauthenticated, UnknownDisease
 from servicekit.request_context import outgoing_metadata
@@ -113,6 +113,15 @@ class Router:
         if self.table.is_runtime(disease):
             return "runtime"
         return "configured" if self.table.is_configured(disease) else "published by the trainer"
+
+    def deadline(self, time_remaining: float | None, *, upload: bool = False) -> float:
+        """Returns the upstream deadline of a call with time_remaining (None: the caller set none).
+
+        Streamed uploads (series, examples) get the longer default.
+        """
+        settings = self.settings
+        default_s = settings.series_deadline_s if upload else settings.default_deadline_s
+        return upstream_timeout(time_remaining, default_s=default_s, max_s=settings.max_deadline_s)
 
     def route(self, disease: str, kind: RouteKind) -> Route:
         """Returns the route serving disease with the contract of kind.

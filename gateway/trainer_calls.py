@@ -11,7 +11,6 @@ from medimg.v1 import trainer_service_pb2
 from gateway import convert
 from gateway.forward import Context, pass_through, until_complete
 from gateway.router import Router
-from gateway.upstream import upstream_timeout
 
 # Taken from the generated descriptor, which also makes reflection able to describe it.
 TRAINER_SERVICE: str = trainer_service_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name
@@ -50,11 +49,7 @@ def follow_timeout(context: Context) -> float | None:
 async def unary(router: Router, name: str, request: bytes, context: Context) -> bytes:
     """Returns the trainer's response bytes; reads are retried on UNAVAILABLE."""
     route = router.trainer_route()
-    timeout = upstream_timeout(
-        context.time_remaining(),
-        default_s=router.settings.default_deadline_s,
-        max_s=router.settings.max_deadline_s,
-    )
+    timeout = router.deadline(context.time_remaining())
     try:
         return await router.upstream.unary(
             route, trainer_method(name), request, timeout=timeout, retry=TRAINER_UNARY[name]
@@ -98,11 +93,7 @@ async def upload_examples(
     route = router.trainer_route()
     messages = aiter(requests)
     first = await anext(messages, None)
-    timeout = upstream_timeout(
-        context.time_remaining(),
-        default_s=router.settings.series_deadline_s,
-        max_s=router.settings.max_deadline_s,
-    )
+    timeout = router.deadline(context.time_remaining(), upload=True)
     try:
         return await router.upstream.stream(
             route,
