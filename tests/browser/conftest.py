@@ -135,7 +135,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         trainer = start_trainer(
             port=trainer_port,
             data_dir=tmp_path_factory.mktemp("trainer"),
-            gateway_address=f"127.0.0.1:{gateway_port}",
         )
         started.append(trainer)
         wait_until_serving(skin, timeout=MODEL_START_TIMEOUT_S)

@@ -392,9 +392,7 @@ def test_redis_restarted_during_a_training_the_page_reconnects_and_follows_it_to
     """
     trainer_port = free_port()
     gateway = start_gateway(f"trainer=trainer@127.0.0.1:{trainer_port}", tmp_path / "gateway")
-    trainer = start_trainer(
-        port=trainer_port, data_dir=tmp_path / "trainer", gateway_address=gateway.address
-    )
+    trainer = start_trainer(port=trainer_port, data_dir=tmp_path / "trainer")
     database = tmp_path / "db.sqlite3"
     env = {
         **web_env(WebDatabase(f"sqlite:///{database}", "SQLite"), gateway, tmp_path),

@@ -96,14 +96,11 @@ def start(
     return Process(name, port, popen, Path(log_name), child_env)
 
 
-def start_trainer(*, port: int, data_dir: Path, gateway_address: str | None = None) -> Process:
+def start_trainer(*, port: int, data_dir: Path) -> Process:
     """Starts trainer_service on `port` with its data in `data_dir`.
 
-    The trainer calls no gateway: gateways ask it for its published models. So
-    `gateway_address` is ignored; it stays accepted for callers written when the
-    trainer registered its models at the gateway.
+    The trainer calls no gateway: gateways ask it for its published models.
     """
-    del gateway_address
     return start(
         "trainer",
         "trainer_service",

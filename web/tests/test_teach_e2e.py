@@ -38,9 +38,7 @@ def start_trainer_stack(tmp: Any) -> tuple[Process, Process]:
             "GATEWAY_STATE_DIR": str(tmp.mktemp("gateway")),
         },
     )
-    trainer = start_trainer(
-        port=trainer_port, data_dir=tmp.mktemp("trainer"), gateway_address=gateway.address
-    )
+    trainer = start_trainer(port=trainer_port, data_dir=tmp.mktemp("trainer"))
     try:
         wait_until_serving(gateway)
         wait_until_serving(trainer, timeout=90)
