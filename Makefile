@@ -35,13 +35,16 @@ protos: venv ## regenerate the medimg.v1 stubs and TorchServe's (from its jar)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python protos/generate.py
 	$(BIN)/python -m mri_service.backends.torchserve_api.generate
 
-bench: venv ## gateway overhead, skin serving, MRI series serving and ingest, web API under load (each prints its ratios)
-	@status=0; \
+bench: venv ## every benchmark, each ratio against its target, one combined table (var/bench/results.json); BENCH_QUICK=1: a short form of every scenario
+	@status=0; started=$$(date +%s); \
+	export BENCH_RUN_ID="$$(date +%Y%m%dT%H%M%S)-$$$$"; \
 	$(BIN)/python -m tests.bench.gateway_bench || status=1; \
 	$(BIN)/python -m tests.bench.skin_bench || status=1; \
 	$(BIN)/python -m tests.bench.mri_bench || status=1; \
 	$(BIN)/python -m tests.bench.mri_ingest_bench || status=1; \
 	$(BIN)/python -m tests.bench.web_load || status=1; \
+	$(BIN)/python -m tests.bench.report || status=1; \
+	echo "make bench: $$(( $$(date +%s) - started )) s$${BENCH_QUICK:+ (BENCH_QUICK=$$BENCH_QUICK)}"; \
 	exit $$status
 
 chaos: venv ## the fault suite on real processes, full form (10-minute soak); `make test` runs its short form
