@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -23,16 +24,40 @@ class PostgresUnavailable(RuntimeError):
     """PostgreSQL cannot be started here; the message says what is missing."""
 
 
+_INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install_postgres.sh"
+
+
 def _binary(name: str) -> str:
+    """Returns the path of a PostgreSQL binary, installing PostgreSQL 15 first if none is here."""
+    found = _find_binary(name)
+    if found is None:
+        _install()
+        found = _find_binary(name)
+    if found is None:
+        raise PostgresUnavailable(f"{name} not found: install PostgreSQL 15 (initdb, pg_ctl)")
+    return found
+
+
+def _find_binary(name: str) -> str | None:
     # PostgreSQL's own folder first: /usr/bin may hold Debian's version-switching wrappers.
     for folder in _BIN_DIRS:
         candidate = Path(folder) / name
         if candidate.is_file():
             return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise PostgresUnavailable(f"{name} not found: install PostgreSQL 15 (initdb, pg_ctl)")
+    return shutil.which(name)
+
+
+@functools.cache
+def _install() -> None:
+    """Runs the project's install script once; PostgresUnavailable with its output if it fails."""
+    done = subprocess.run(
+        [str(_INSTALL_SCRIPT)], capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        raise PostgresUnavailable(
+            f"{_INSTALL_SCRIPT.name} could not install PostgreSQL 15 (exit {done.returncode}): "
+            f"{(done.stdout + done.stderr).strip()[-2000:]}"
+        )
 
 
 def free_port() -> int:
