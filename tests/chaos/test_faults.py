@@ -40,16 +40,22 @@ SOAK_S = 600.0 if FULL else 60.0
 RETRYABLE = {"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
 
 
+# As in Kubernetes (5 s there): after SIGTERM a server still takes calls this long, so a
+# call sent just before the signal is not refused while it travels.
+DRAIN_DELAY_S = "1"
+
+
 @pytest.fixture
 def skin() -> Iterator[Process]:
-    process = start_skin()
+    process = start_skin(SKIN_DRAIN_DELAY_SECONDS=DRAIN_DELAY_S)
     yield process
     process.kill()
 
 
 @pytest.fixture
 def gateway(skin: Process, tmp_path: Path) -> Iterator[Process]:
-    process = start_gateway(f"skin=image@{skin.address}", tmp_path / "gateway")
+    routes = f"skin=image@{skin.address}"
+    process = start_gateway(routes, tmp_path / "gateway", GATEWAY_DRAIN_DELAY_SECONDS=DRAIN_DELAY_S)
     yield process
     process.kill()
 
@@ -94,8 +100,18 @@ def test_sigterm_with_calls_in_flight_drops_none(skin: Process, gateway: Process
     with grpc.insecure_channel(gateway.address) as channel:
         stub = pb_grpc.DiagnosisServiceStub(channel)
         diagnose_once(stub, image, 30)  # warm: the channel is up before the burst
+        started = threading.Semaphore(0)
+
+        def call() -> str:
+            started.release()
+            return diagnose_once(stub, image, 60)
+
         with ThreadPoolExecutor(32) as pool:
-            calls = [pool.submit(diagnose_once, stub, image, 60) for _ in range(32)]
+            calls = [pool.submit(call) for _ in range(32)]
+            # Every call's thread is running (on a busy machine starting 32 takes a while)
+            # and has had a moment to send, so that SIGTERM finds all 32 sent.
+            for _ in calls:
+                started.acquire(timeout=30)
             time.sleep(0.05)
             in_flight = sum(not call.done() for call in calls)
             stopping = pool.submit(gateway.terminate)
@@ -105,7 +121,7 @@ def test_sigterm_with_calls_in_flight_drops_none(skin: Process, gateway: Process
     completed = codes.count("OK")
     held = completed == len(codes) and gateway_exit == 0 and service_exit == 0
     record(
-        "SIGTERM to gateway and skin with 32 calls sent",
+        "SIGTERM to gateway and skin with 32 calls sent (drain delay 1 s)",
         f"{in_flight} in flight at SIGTERM, {completed}/{len(codes)} completed, "
         f"exit codes gateway {gateway_exit}, skin {service_exit}",
         held,
