@@ -43,6 +43,7 @@ bench: venv ## every benchmark, each ratio against its target, one combined tabl
 	$(BIN)/python -m tests.bench.mri_bench || status=1; \
 	$(BIN)/python -m tests.bench.mri_ingest_bench || status=1; \
 	$(BIN)/python -m tests.bench.web_load || status=1; \
+	$(BIN)/python -m tests.bench.production_bench || status=1; \
 	$(BIN)/python -m tests.bench.report || status=1; \
 	echo "make bench: $$(( $$(date +%s) - started )) s$${BENCH_QUICK:+ (BENCH_QUICK=$$BENCH_QUICK)}"; \
 	exit $$status

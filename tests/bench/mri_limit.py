@@ -94,12 +94,12 @@ def threads() -> int:
 class Pipeline:
     """Both models and a decode pool over one series zip."""
 
-    def __init__(self, zip_path: Path, batch_slices: int) -> None:
+    def __init__(
+        self, zip_path: Path, batch_slices: int, model_dir: Path = DEFAULT_MODEL_DIR
+    ) -> None:
         self.zip_path, self.batch_slices = zip_path, batch_slices
-        self.input_size = load_model_card(DEFAULT_MODEL_DIR).input_size
-        self.backends = {
-            name: EmbeddedBackend(DEFAULT_MODEL_DIR, name) for name in domain.MODEL_NAMES
-        }
+        self.input_size = load_model_card(model_dir).input_size
+        self.backends = {name: EmbeddedBackend(model_dir, name) for name in domain.MODEL_NAMES}
         for backend in self.backends.values():
             backend.load()
         study = open_study(zip_path, LIMITS)
@@ -163,9 +163,11 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline(zip_path: Path, batch_slices: int) -> Iterator[Pipeline]:
+def pipeline(
+    zip_path: Path, batch_slices: int, model_dir: Path = DEFAULT_MODEL_DIR
+) -> Iterator[Pipeline]:
     """Returns the pipeline over zip_path for the with block."""
-    built = Pipeline(zip_path, batch_slices)
+    built = Pipeline(zip_path, batch_slices, model_dir)
     try:
         yield built
     finally:
@@ -181,16 +183,29 @@ def torch_threads() -> list[int]:
     return sorted({1, threads()})
 
 
-def measure(zip_path: Path, batch_slices: int, repeats: int) -> Limits:
-    """Returns the series' limits; each configuration the median of `repeats`, taken in turn."""
+def measure(
+    zip_path: Path,
+    batch_slices: int,
+    repeats: int,
+    *,
+    model_dir: Path = DEFAULT_MODEL_DIR,
+    torch_counts: list[int] | None = None,
+) -> Limits:
+    """Returns the series' limits; each configuration the median of `repeats`, taken in turn.
+
+    model_dir is the model set (the shipped demo one unless told); torch_counts the intra-op
+    thread counts tried (`torch_threads()` unless told).
+    """
     initial = torch.get_num_threads()
-    with pipeline(zip_path, batch_slices) as built, ThreadPoolExecutor(threads()) as pool:
+    counts = torch_threads() if torch_counts is None else torch_counts
+    built_pipeline = pipeline(zip_path, batch_slices, model_dir)
+    with built_pipeline as built, ThreadPoolExecutor(threads()) as pool:
         ways: dict[str, Callable[[], None]] = {
             MODEL_ONLY: built.model_only(),
             STAGED: lambda: built.staged(pool),
             OVERLAPPED: lambda: built.overlapped(pool),
         }
-        configurations = [(way, count) for count in torch_threads() for way in ways]
+        configurations = [(way, count) for count in counts for way in ways]
         times: dict[tuple[str, int], list[float]] = {c: [] for c in configurations}
         try:
             for repeat in range(repeats + 1):

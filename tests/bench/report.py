@@ -38,7 +38,7 @@ RESULTS = ROOT / "var" / "bench" / "results.json"
 SCHEMA = 1
 Comparison = Literal[">=", "<="]
 # The benches `make bench` runs, in order; the combined table names any that wrote nothing.
-BENCHES = ("gateway", "skin", "mri", "mri_ingest", "web")
+BENCHES = ("gateway", "skin", "mri", "mri_ingest", "web", "production_skin", "production_mri")
 RUN_ID = os.environ.get("BENCH_RUN_ID") or f"solo-{uuid.uuid4().hex[:12]}"
 
 

@@ -20,6 +20,7 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -36,10 +37,10 @@ def threads() -> int:
     return os.cpu_count() or 1
 
 
-def load_backend() -> EmbeddedBackend:
-    """Returns the service's embedded backend with the shipped demo model loaded."""
+def load_backend(model_dir: Path = DEFAULT_MODEL_DIR) -> EmbeddedBackend:
+    """Returns the service's embedded backend with a model loaded (the shipped demo one)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    backend = EmbeddedBackend(DEFAULT_MODEL_DIR)
+    backend = EmbeddedBackend(model_dir)
     backend.load()
     return backend
 
