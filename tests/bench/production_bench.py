@@ -13,9 +13,10 @@ measured as skin_bench and mri_bench measure the demo models:
   mri_service (MRI_MODEL_DIR) through the gateway, end to end, over its decode-included
   limit: >= 0.9.
 
-Each part runs in a process of its own, as every other bench does: TensorFlow loaded
-beside torch in one process slows torch's convolutions by a third on the development
-machine, which would make the MRI limit lower than the service it is compared with.
+Each part runs in a process of its own, as every other bench does: in one probe on the
+development machine, torch's convolutions ran about a third slower with TensorFlow loaded
+(and a model run) in the same process, which would make the MRI limit lower than the
+service it is compared with.
 The parts record their rows as the benches `production_skin` and `production_mri` of
 the same results.json (this runner sets BENCH_RUN_ID when make bench has not). Targets
 are reported, not asserted; the exit status is 1 when a part crashed.
