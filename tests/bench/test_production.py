@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 import torch
 from torch import nn
 
@@ -25,7 +28,17 @@ def test_calibrate_sets_running_statistics_to_the_batch() -> None:
     assert torch.allclose(var, features.var(dim=(0, 2, 3), unbiased=True), rtol=1e-3, atol=1e-6)
 
 
-def test_subnormal_activations_counts_and_leaves_flushing_on() -> None:
+@pytest.fixture
+def flushing_restored() -> Iterator[None]:
+    """Gives the process back with denormals not flushed, torch's default.
+
+    Flushing is process-wide: left on, it changes the low bits of later tests' results.
+    """
+    yield
+    torch.set_flush_denormal(False)
+
+
+def test_subnormal_activations_counts_and_leaves_flushing_on(flushing_restored: None) -> None:
     model = SliceClassifier(1, width=0.125).eval()
     torch.set_flush_denormal(True)
     count = production_mri.subnormal_activations(model, torch.rand(1, 1, 32, 32) * 255)
