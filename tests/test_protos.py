@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "protos" / "medimg" / "v1"
@@ -59,7 +60,8 @@ def test_every_element_of_the_contracts_is_commented() -> None:
     assert not uncommented, "\n".join(uncommented)
 
 
-def test_every_enum_starts_with_its_unspecified_value() -> None:
+def _contract_modules() -> tuple[Any, ...]:
+    """Returns the generated module of every contract file."""
     from medimg.v1 import (
         diagnosis_service_pb2,
         model_info_pb2,
@@ -75,7 +77,11 @@ def test_every_enum_starts_with_its_unspecified_value() -> None:
         series_analysis_service_pb2,
         trainer_service_pb2,
     )
-    for module in modules:
+    return modules
+
+
+def test_every_enum_starts_with_its_unspecified_value() -> None:
+    for module in _contract_modules():
         for enum in module.DESCRIPTOR.enum_types_by_name.values():
             prefix = "".join("_" + c if c.isupper() else c for c in enum.name).lstrip("_").upper()
             assert enum.values[0].name == f"{prefix}_UNSPECIFIED"
@@ -83,31 +89,10 @@ def test_every_enum_starts_with_its_unspecified_value() -> None:
             assert all(value.name.startswith(prefix + "_") for value in enum.values)
 
 
-def _messages() -> list[object]:
-    from medimg.v1 import (
-        diagnosis_service_pb2,
-        model_info_pb2,
-        model_registry_pb2,
-        series_analysis_service_pb2,
-        trainer_service_pb2,
-    )
-
-    modules = (
-        diagnosis_service_pb2,
-        model_info_pb2,
-        model_registry_pb2,
-        series_analysis_service_pb2,
-        trainer_service_pb2,
-    )
-    return [message for m in modules for message in m.DESCRIPTOR.message_types_by_name.values()]
-
-
 def test_every_list_rpc_is_paginated_as_aip_158_says() -> None:
-    from medimg.v1 import model_registry_pb2, trainer_service_pb2
-
     methods = [
         method
-        for module in (model_registry_pb2, trainer_service_pb2)
+        for module in _contract_modules()
         for service in module.DESCRIPTOR.services_by_name.values()
         for method in service.methods
         if method.name.startswith("List")
