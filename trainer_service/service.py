@@ -199,11 +199,7 @@ class Trainer:
 
     async def predict(self, model: SavedModel, image: bytes) -> Ranked:
         """Returns the labels of one image ranked by the model, highest first."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._inference, self._predict, model, image)
-
-    def _predict(self, model: SavedModel, image: bytes) -> Ranked:
-        return rank(self._scores(model, image), model.card.labels)
+        return rank(await self.scores(model, image), model.card.labels)
 
     async def scores(self, model: SavedModel, image: bytes) -> np.ndarray:
         """Returns the model's probability of each of its labels for one image, in their order."""
